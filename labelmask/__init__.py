@@ -1,0 +1,48 @@
+"""labelmask: exact training labels for chat and vision-language fine-tuning.
+
+The data flow, one module per stage::
+
+    messages --_messages--> template data
+             --_render-->   text + character spans   (annotated template, checked against the stock one)
+             --_encode-->   ids + offsets            (one fast-tokenizer call)
+             --_align-->    token provenance         (numpy prefix sums)
+             --_policy-->   labels
+"""
+
+from labelmask._mask import MaskedConversation, MaskReport, mask_conversation
+from labelmask._parts import Part, Role
+from labelmask._policy import IGNORE_INDEX, Policy
+from labelmask._registry import AnnotatedTemplate, template_hash, templates
+from labelmask.errors import (
+    AnnotationError,
+    ConversationError,
+    LabelmaskError,
+    NothingToTrainError,
+    RenderParityError,
+    TemplateNotFoundError,
+    TemplateRaisedError,
+    TokenizerError,
+)
+
+__all__ = [
+    "IGNORE_INDEX",
+    "AnnotatedTemplate",
+    "AnnotationError",
+    "ConversationError",
+    "LabelmaskError",
+    "MaskReport",
+    "MaskedConversation",
+    "NothingToTrainError",
+    "Part",
+    "Policy",
+    "RenderParityError",
+    "Role",
+    "TemplateNotFoundError",
+    "TemplateRaisedError",
+    "TokenizerError",
+    "mask_conversation",
+    "template_hash",
+    "templates",
+]
+
+__version__ = "0.1.0"

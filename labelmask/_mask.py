@@ -1,0 +1,256 @@
+"""The façade: messages -> render -> encode -> align -> policy, composed.
+
+No logic of its own beyond resolving the template and packaging the result.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator, Mapping
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+from labelmask._align import align
+from labelmask._encode import backend_of, encode
+from labelmask._messages import normalize_conversation, plain_kwargs
+from labelmask._policy import IGNORE_INDEX, Policy, apply_policy
+from labelmask._registry import AnnotatedTemplate, find_template, get_template
+from labelmask._render import Span, compile_template, render_annotated, render_stock
+from labelmask.errors import (
+    ConversationError,
+    NothingToTrainError,
+    TemplateNotFoundError,
+    TemplateRaisedError,
+    TokenizerError,
+)
+
+__all__ = ["MaskReport", "MaskedConversation", "mask_conversation"]
+
+_DEFAULT_POLICY = Policy()
+# Template arguments that make no sense for a training sample.
+_REFUSED_KWARGS = {
+    "add_generation_prompt": "a training sample ends with the last assistant turn; drop add_generation_prompt",
+    "continue_final_message": "a training sample's last turn is complete; drop continue_final_message",
+    "messages": "pass the conversation as the first argument",
+}
+ARRAY_KEYS = ("input_ids", "attention_mask", "labels", "message_index", "role", "part")
+
+
+@dataclasses.dataclass(frozen=True)
+class MaskReport:
+    """What happened to one sample.
+
+    Attributes:
+        template: Name of the annotated template used.
+        n_tokens: Tokens in the sample.
+        n_trained: Tokens with a label (not -100).
+        n_straddle: Trained tokens that merge a header's end with the reply's start.
+        n_boundary_dropped: Tokens covering trained text left untrained because
+            they also cover text that must not be trained (e.g. a reply's trailing
+            space merged with the next turn's header).
+    """
+
+    template: str
+    n_tokens: int
+    n_trained: int
+    n_straddle: int
+    n_boundary_dropped: int
+
+
+class MaskedConversation(Mapping):
+    """The result of :func:`mask_conversation`: a read-only mapping of arrays.
+
+    Keys: ``input_ids``, ``attention_mask``, ``labels`` (``-100`` where no loss),
+    and per-token provenance ``message_index`` (-1 for template text outside every
+    message), ``role`` (a :class:`~labelmask.Role` code) and ``part`` (a
+    :class:`~labelmask.Part` code). Values are lists, numpy arrays or torch
+    tensors, as ``return_tensors`` asked.
+
+    Attributes:
+        text: The rendered conversation (identical to the stock template's render).
+        offsets: ``int64[n_tokens, 2]`` character offsets of each token in ``text``.
+        spans: Every tagged block of the annotated render, as
+            ``Span(kind, message, start, end)`` character spans into ``text``.
+        report: The sample's :class:`MaskReport`.
+    """
+
+    def __init__(
+        self, data: dict[str, Any], *, text: str, offsets: np.ndarray, spans: tuple[Span, ...], report: MaskReport
+    ):
+        self._data = data
+        self.text = text
+        self.offsets = offsets
+        self.spans = spans
+        self.report = report
+
+    def __getitem__(self, key: str) -> Any:
+        return self._data[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __repr__(self) -> str:
+        r = self.report
+        return f"<MaskedConversation {r.n_tokens} tokens, {r.n_trained} trained, template={r.template!r}>"
+
+
+@lru_cache(maxsize=128)
+def _resolve(stock_source: str, name: str | None) -> AnnotatedTemplate:
+    return get_template(name) if name is not None else find_template(stock_source)
+
+
+def _stock_source(tokenizer: Any, tools: Any) -> str:
+    chat_template = getattr(tokenizer, "chat_template", None)
+    if chat_template is None:
+        msg = (
+            f"{type(tokenizer).__name__} has no chat_template. Set tokenizer.chat_template to the model's "
+            "stock template (labelmask renders it to check every annotated render)."
+        )
+        raise TemplateNotFoundError(msg)
+    if isinstance(chat_template, dict):
+        key = "tool_use" if tools is not None and "tool_use" in chat_template else "default"
+        if key not in chat_template:
+            msg = f"The tokenizer has several chat templates ({sorted(chat_template)}) and no 'default'."
+            raise TemplateNotFoundError(msg)
+        return chat_template[key]
+    return chat_template
+
+
+def _convert(array: np.ndarray, return_tensors: str | None) -> Any:
+    if return_tensors is None:
+        return array.tolist()
+    if return_tensors == "np":
+        return array
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(array).astype(np.int64, copy=False))
+
+
+def mask_conversation(
+    messages: Any,
+    processor: Any,
+    *,
+    tools: list[dict[str, Any]] | None = None,
+    policy: Policy | None = None,
+    return_tensors: str | None = None,
+    template: str | None = None,
+    verify: bool = False,
+    **template_kwargs: Any,
+) -> MaskedConversation:
+    """Tokenize a conversation as its chat template does and label what to train.
+
+    Args:
+        messages: OpenAI-style messages (``role``, ``content``, optional
+            ``tool_calls``, ``reasoning_content``).
+        processor: A fast ``transformers`` tokenizer whose ``chat_template`` has a
+            registered annotation.
+        tools: Tool JSON schemas, passed to the template as ``apply_chat_template`` does.
+        policy: What to train; default :class:`Policy` (assistant output only).
+        return_tensors: ``None`` for lists, ``"np"`` for numpy arrays, ``"pt"`` for torch tensors.
+        template: Name of an annotated template to use instead of matching the
+            tokenizer's chat template (the stock template is still rendered and compared).
+        verify: Also render the tokenizer's stock template and check that the
+            annotated render is identical (about a fifth more time). Off by default:
+            every shipped annotation is proven identical by the property suite
+            (``tests/test_invariants.py``); turn it on for data unlike anything
+            those strategies draw, or for a template you annotated yourself.
+        **template_kwargs: Passed to the template (``enable_thinking=False``, ``date_string=...``).
+
+    Returns:
+        A :class:`MaskedConversation`.
+
+    Raises:
+        ConversationError: malformed messages.
+        TemplateNotFoundError: no annotation for the tokenizer's chat template.
+        TemplateRaisedError: the template rejected the conversation.
+        RenderParityError: with ``verify=True``, the annotated render differs from the stock render.
+        TokenizerError: not a fast tokenizer.
+        NothingToTrainError: the policy trains no token (``Policy(on_empty="keep")`` returns it instead).
+
+    Example:
+        >>> out = mask_conversation(
+        ...     [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}], tokenizer
+        ... )  # doctest: +SKIP
+        >>> [t for t, l in zip(out["input_ids"], out["labels"]) if l != -100]  # doctest: +SKIP
+    """
+    policy = _DEFAULT_POLICY if policy is None else policy
+    if not isinstance(policy, Policy):
+        raise TypeError(f"policy must be a labelmask.Policy, not {type(policy).__name__}")
+    if return_tensors not in (None, "np", "pt"):
+        raise ValueError(f"return_tensors={return_tensors!r}: use None (lists), 'np' or 'pt'.")
+    for key, why in _REFUSED_KWARGS.items():
+        if key in template_kwargs:
+            raise ConversationError(f"mask_conversation does not take {key}=: {why}.")
+    if hasattr(processor, "image_processor") or (
+        hasattr(processor, "tokenizer") and not hasattr(processor, "backend_tokenizer")
+    ):
+        msg = (
+            f"{type(processor).__name__} is a multimodal processor, which this version does not mask yet; "
+            "for text-only conversations pass processor.tokenizer."
+        )
+        raise TokenizerError(msg)
+    backend = backend_of(processor)
+    stock_source = _stock_source(processor, tools)
+    annotated = _resolve(stock_source, template)
+    conversation = normalize_conversation(messages, tools, content_format=annotated.content_format)
+
+    variables = {
+        **processor.special_tokens_map,
+        **plain_kwargs(template_kwargs),
+        "messages": conversation.messages,
+        "tools": conversation.tools,
+        "documents": template_kwargs.get("documents"),
+        "add_generation_prompt": False,
+    }
+    n_messages = len(conversation.messages)
+    annotated_template = compile_template(annotated.source, mode="annotate", name=annotated.name)
+    expected = None
+    try:
+        if verify:
+            stock_template = compile_template(stock_source, mode="stock", name=annotated.name)
+            expected = render_stock(stock_template, variables, annotated.name)
+        rendered = render_annotated(
+            annotated_template, variables, annotated.name, expected=expected, n_messages=n_messages
+        )
+    except TemplateRaisedError:
+        # Rendered in trace mode, the annotation raises the same error from inside a turn, naming the message.
+        trace = compile_template(annotated.source, mode="trace", name=annotated.name)
+        render_annotated(trace, variables, annotated.name, expected=None, n_messages=n_messages)
+        raise
+    encoded = encode(backend, rendered.text)
+    aligned = align(rendered, encoded, conversation.roles)
+    decision = apply_policy(aligned, policy)
+
+    n_trained = int(decision.trained.sum())
+    report = MaskReport(
+        template=annotated.name,
+        n_tokens=len(encoded.ids),
+        n_trained=n_trained,
+        n_straddle=decision.n_straddle,
+        n_boundary_dropped=decision.n_boundary_dropped,
+    )
+    if n_trained == 0 and policy.on_empty == "raise":
+        trained_roles = ", ".join(sorted(policy.roles))
+        msg = (
+            f"Nothing to train: under template {annotated.name!r} no token of this {len(conversation.messages)}-message "
+            f"conversation belongs to a trained role ({trained_roles}) with text to learn. Every label would be "
+            "-100 (zero loss, NaN gradients in a batch of such samples). Drop the sample, add an assistant reply, "
+            "or pass Policy(on_empty='keep') to receive it and count it yourself."
+        )
+        raise NothingToTrainError(msg, template=annotated.name)
+    labels = np.where(decision.trained, encoded.ids, IGNORE_INDEX)
+    arrays = {
+        "input_ids": encoded.ids,
+        "attention_mask": np.ones(len(encoded.ids), dtype=np.int64),
+        "labels": labels,
+        "message_index": aligned.token_message.astype(np.int64),
+        "role": aligned.token_role.astype(np.int64),
+        "part": aligned.token_part.astype(np.int64),
+    }
+    data = {key: _convert(arrays[key], return_tensors) for key in ARRAY_KEYS}
+    return MaskedConversation(data, text=rendered.text, offsets=encoded.offsets, spans=rendered.spans, report=report)

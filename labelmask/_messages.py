@@ -1,0 +1,228 @@
+"""Stage 0: validate a conversation and turn it into what a chat template sees.
+
+The template must see exactly what ``apply_chat_template`` would give it, or the
+render is not the stock render. transformers drops keys whose value is ``None``,
+copies everything into plain JSON types, and fills ``reasoning_content`` /
+``thinking`` from any of the reasoning field names; we do the same, checked
+against transformers by the render-parity property tests.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from labelmask._parts import ROLE_ALIASES, Role
+from labelmask.errors import ConversationError
+
+__all__ = ["Conversation", "normalize_conversation", "plain_kwargs"]
+
+# Names a message's reasoning may come under; the first is the one templates read.
+_REASONING_FIELDS = ("reasoning_content", "thinking", "reasoning")
+
+
+@dataclasses.dataclass(frozen=True)
+class Conversation:
+    """A validated conversation, ready to render.
+
+    Attributes:
+        messages: Plain-data copies of the messages, as the template sees them.
+        roles: Role code of each message, shape ``(n_messages,)``.
+        tools: Plain-data tool schemas, or ``None``.
+    """
+
+    messages: list[dict[str, Any]]
+    roles: tuple[Role, ...]
+    tools: list[dict[str, Any]] | None
+
+
+# labelmask's span markers; input text may not contain them.
+_RESERVED = re.compile("[\ufdd0-\ufdef]")
+
+
+class _ReservedCharacter(Exception):
+    pass
+
+
+def _plain(value: Any) -> Any:
+    """Copy into plain JSON types; other objects (images, arrays) become inert names."""
+    if type(value) is str:
+        if _RESERVED.search(value):
+            raise _ReservedCharacter
+        return value
+    if value is None or type(value) in (int, float, bool):
+        return value
+    if isinstance(value, str):
+        return _plain(str.__str__(value))
+    if isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, int):
+        return int.__int__(value)
+    if isinstance(value, float):
+        return float.__float__(value)
+    if isinstance(value, Mapping):
+        return {_plain(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value] if isinstance(value, list) else tuple(_plain(v) for v in value)
+    if hasattr(value, "item") and callable(value.item) and getattr(value, "shape", None) == ():
+        return _plain(value.item())  # numpy scalars
+    return f"<{type(value).__name__}>"
+
+
+def _check_content(content: Any, index: int) -> None:
+    if isinstance(content, str):
+        return
+    if isinstance(content, (list, tuple)):
+        for j, part in enumerate(content):
+            if not isinstance(part, Mapping) or not isinstance(part.get("type"), str):
+                msg = (
+                    f"Message {index}: content part {j} is {part!r}; each part must be a mapping with a "
+                    'string "type", such as {"type": "text", "text": "..."}.'
+                )
+                raise ConversationError(msg, message_index=index)
+            if part["type"] == "text" and not isinstance(part.get("text"), str):
+                msg = f'Message {index}: text part {j} has no string "text" field (got {part.get("text")!r}).'
+                raise ConversationError(msg, message_index=index)
+        return
+    msg = (
+        f"Message {index}: content must be a string or a list of typed parts, "
+        f"not {type(content).__name__} ({content!r:.80})."
+    )
+    raise ConversationError(msg, message_index=index)
+
+
+def _check_tool_calls(tool_calls: Any, index: int) -> None:
+    if not isinstance(tool_calls, (list, tuple)):
+        msg = f"Message {index}: tool_calls must be a list, not {type(tool_calls).__name__}."
+        raise ConversationError(msg, message_index=index)
+    for j, call in enumerate(tool_calls):
+        function = call.get("function", call) if isinstance(call, Mapping) else None
+        if not isinstance(function, Mapping) or not isinstance(function.get("name"), str):
+            msg = (
+                f"Message {index}: tool call {j} is {call!r:.120}; expected "
+                '{"type": "function", "function": {"name": str, "arguments": dict}}.'
+            )
+            raise ConversationError(msg, message_index=index)
+        arguments = function.get("arguments")
+        if isinstance(arguments, str):
+            try:
+                parsed = json.loads(arguments)
+            except json.JSONDecodeError as exc:
+                msg = (
+                    f"Message {index}: tool call {j} ({function['name']!r}) has arguments that are not valid "
+                    f"JSON: {exc}. Pass a dict, or a JSON object string."
+                )
+                raise ConversationError(msg, message_index=index) from None
+            if not isinstance(parsed, dict):
+                msg = f"Message {index}: tool call {j} arguments must be a JSON object, got {arguments!r:.80}."
+                raise ConversationError(msg, message_index=index)
+        elif not isinstance(arguments, Mapping):
+            msg = (
+                f"Message {index}: tool call {j} ({function['name']!r}) has arguments of type "
+                f"{type(arguments).__name__}; pass a dict or a JSON object string."
+            )
+            raise ConversationError(msg, message_index=index)
+
+
+def normalize_conversation(
+    messages: Any,
+    tools: Any = None,
+    *,
+    content_format: str = "text",
+) -> Conversation:
+    """Validate ``messages`` and ``tools`` and copy them into template data.
+
+    Args:
+        messages: OpenAI-style messages: mappings with ``role`` and ``content``
+            (a string or a list of typed parts), optional ``tool_calls`` and
+            ``reasoning_content``.
+        tools: JSON-schema tool definitions, or ``None``.
+        content_format: ``"parts"`` wraps string content as one text part, for
+            templates that only read typed parts (LLaVA's); ``"text"`` leaves it.
+
+    Returns:
+        The validated :class:`Conversation`.
+
+    Raises:
+        ConversationError: naming the message index and what to change.
+    """
+    if isinstance(messages, (str, bytes, Mapping)) or not isinstance(messages, Sequence):
+        msg = (
+            f"messages must be a list of mappings with 'role' and 'content', not {type(messages).__name__}. "
+            "(For a dataset row, pass row['messages'].)"
+        )
+        raise ConversationError(msg)
+    if len(messages) == 0:
+        raise ConversationError("messages is empty; a conversation needs at least one message.")
+    out: list[dict[str, Any]] = []
+    roles: list[Role] = []
+    for i, message in enumerate(messages):
+        if not isinstance(message, Mapping):
+            msg = f"Message {i} is a {type(message).__name__} ({message!r:.80}); each message must be a mapping."
+            raise ConversationError(msg, message_index=i)
+        role = message.get("role")
+        if not isinstance(role, str):
+            msg = f"Message {i} has no string 'role' (got {role!r}); use one of {sorted(ROLE_ALIASES)}."
+            raise ConversationError(msg, message_index=i)
+        if role not in ROLE_ALIASES:
+            msg = f"Message {i} has unknown role {role!r}; use one of {sorted(ROLE_ALIASES)}."
+            raise ConversationError(msg, message_index=i)
+        content = message.get("content")
+        tool_calls = message.get("tool_calls")
+        if tool_calls is not None:
+            _check_tool_calls(tool_calls, i)
+        if content is None:
+            if not tool_calls:
+                msg = (
+                    f"Message {i} ({role}) has no content. Only an assistant message with tool_calls may "
+                    "omit it; use an empty string for an empty message."
+                )
+                raise ConversationError(msg, message_index=i)
+        else:
+            _check_content(content, i)
+        try:
+            plain = {k: _plain(v) for k, v in message.items() if v is not None}
+        except _ReservedCharacter:
+            msg = (
+                f"Message {i} contains a Unicode noncharacter in U+FDD0..U+FDEF, which labelmask reserves for "
+                "span markers. Remove or replace these characters (they carry no meaning in text)."
+            )
+            raise ConversationError(msg, message_index=i) from None
+        if content_format == "parts" and isinstance(plain.get("content"), str):
+            plain["content"] = [{"type": "text", "text": plain["content"]}]
+        reasoning = next((plain[k] for k in _REASONING_FIELDS if plain.get(k) is not None), None)
+        if reasoning is not None:
+            plain = {"thinking": reasoning, **plain, "reasoning_content": reasoning}
+        out.append(plain)
+        roles.append(ROLE_ALIASES[role])
+    if tools is not None:
+        if isinstance(tools, (str, bytes, Mapping)) or not isinstance(tools, Sequence):
+            raise ConversationError(f"tools must be a list of JSON-schema dicts, not {type(tools).__name__}.")
+        schemas = []
+        for j, tool in enumerate(tools):
+            if isinstance(tool, Mapping):
+                try:
+                    schemas.append(_plain(tool))
+                except _ReservedCharacter:
+                    msg = f"tools[{j}] contains a Unicode noncharacter in U+FDD0..U+FDEF, reserved by labelmask."
+                    raise ConversationError(msg) from None
+            elif callable(tool):
+                from transformers.utils import get_json_schema
+
+                schemas.append(get_json_schema(tool))
+            else:
+                raise ConversationError(f"tools[{j}] is a {type(tool).__name__}; pass a JSON-schema dict.")
+        tools = schemas
+    return Conversation(messages=out, roles=tuple(roles), tools=tools)
+
+
+def plain_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Template keyword arguments as plain data, as transformers passes them."""
+    try:
+        return {k: _plain(v) for k, v in kwargs.items()}
+    except _ReservedCharacter:
+        msg = "A template argument contains a Unicode noncharacter in U+FDD0..U+FDEF, reserved by labelmask."
+        raise ConversationError(msg) from None

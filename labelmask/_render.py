@@ -1,0 +1,339 @@
+"""Stage 1: render a conversation to text plus the character span of every part.
+
+An annotated template is a chat template with span tags::
+
+    {% span "turn", loop.index0 %}                       one message's whole output
+      {% span "header" %}<|im_start|>assistant\n{% endspan %}
+      {% span "content" %}{{ message.content }}{% endspan %}
+      {% span "eot" %}<|im_end|>{% endspan %}\n
+    {% endspan %}
+
+The first argument is the kind (``"turn"`` or a :class:`~labelmask.Part` name in
+lower case); the optional second one names the message, by index or by the
+message mapping itself. A part without it belongs to the enclosing turn.
+
+How spans are found: every tag wraps its output in private sentinel characters
+(Unicode noncharacters U+FDD0..U+FDEF, which input may not contain). After the
+render one regular-expression pass strips them and records where each block
+began and ended in the stripped text. Because the positions travel with the
+text, they stay exact inside macros, loops, ``set`` blocks and filter blocks,
+where a running count of emitted characters (transformers' ``{% generation %}``
+tracker) is wrong. A filter applied *around* a span (``{{ x | trim }}`` where
+``x`` holds a tagged block) would see the sentinels; that cannot go unnoticed,
+because every call also renders the stock template and compares.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from datetime import datetime
+from functools import lru_cache
+from typing import Any, NamedTuple
+
+import jinja2
+import jinja2.ext
+import jinja2.nodes
+import jinja2.sandbox
+import jinja2.utils
+import numpy as np
+
+from labelmask._parts import Part
+from labelmask.errors import AnnotationError, RenderParityError, TemplateRaisedError
+
+__all__ = ["Rendered", "Span", "compile_template", "render_annotated", "render_stock"]
+
+_OPEN = "\ufdd0"
+_CLOSE = "\ufdd1"
+# Kind codes U+FDD2.. ; message-index digits U+FDE0..U+FDE9.
+_KINDS = ("turn",) + tuple(p.name.lower() for p in Part if p is not Part.NONE)
+_KIND_CHAR = {k: chr(0xFDD2 + i) for i, k in enumerate(_KINDS)}
+_DIGITS = "".join(chr(0xFDE0 + d) for d in range(10))
+_TO_DIGITS = str.maketrans("0123456789", _DIGITS)
+_FROM_DIGITS = str.maketrans(_DIGITS, "0123456789")
+_TURN = -1  # kind code of "turn" in the parsed span table (parts use Part values)
+
+_MARKER_RE = re.compile(f"{_OPEN}([\ufdd2-\ufddf])([{_DIGITS}]*)|{_CLOSE}")
+_CHAR_KIND = {c: (_TURN if k == "turn" else Part[k.upper()].value) for k, c in _KIND_CHAR.items()}
+
+
+class Span(NamedTuple):
+    """One tagged block: ``text[start:end]`` is ``kind`` (``"turn"`` or a part name) of message ``message``."""
+
+    kind: str
+    message: int
+    start: int
+    end: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Rendered:
+    """The rendered text and where each message's parts are in it.
+
+    Attributes:
+        text: The rendered conversation, identical to the stock template's render.
+        char_message: ``int32[len(text)]``, the message each character belongs to, -1 for none.
+        char_part: ``int8[len(text)]``, the :class:`Part` of each character.
+        headers: ``{message index: (start, end)}`` of each message's header span (the last one if several).
+        eots: ``{message index: (start, end)}`` of each message's end-of-turn span.
+        turns: ``{message index: (start, end)}`` of each message's turn span.
+        spans: Every tagged block, in the order they open.
+    """
+
+    text: str
+    char_message: np.ndarray
+    char_part: np.ndarray
+    headers: dict[int, tuple[int, int]]
+    eots: dict[int, tuple[int, int]]
+    turns: dict[int, tuple[int, int]]
+    spans: tuple[Span, ...]
+
+
+class _SpanExtension(jinja2.ext.Extension):
+    """``{% span kind[, message] %}...{% endspan %}``, and ``{% generation %}``.
+
+    The environment's ``labelmask_mode`` decides what a span compiles to:
+
+    * ``"stock"``: its body, unchanged (so are ``{% generation %}`` blocks, so a
+      stock template that uses them renders as in transformers);
+    * ``"annotate"``: its body between sentinel strings written inline as template
+      data, so a span costs nothing at render time but the marker characters;
+    * ``"trace"``: a call block that also records which turn an exception was
+      raised in; used only to name the message when a template raises.
+    """
+
+    tags = {"span", "generation"}
+
+    def parse(self, parser: jinja2.parser.Parser) -> jinja2.nodes.Node | list[jinja2.nodes.Node]:
+        token = next(parser.stream)
+        lineno = token.lineno
+        if token.value == "generation":
+            return parser.parse_statements(("name:endgeneration",), drop_needle=True)
+        kind = parser.parse_expression()
+        if not isinstance(kind, jinja2.nodes.Const) or kind.value not in _KIND_CHAR:
+            parser.fail(f"a span's kind must be one of {', '.join(map(repr, _KINDS))}", lineno)
+        message: jinja2.nodes.Expr = jinja2.nodes.Const(None)
+        if parser.stream.skip_if("comma"):
+            message = parser.parse_expression()
+        body = parser.parse_statements(("name:endspan",), drop_needle=True)
+        mode = self.environment.labelmask_mode
+        if mode == "stock":
+            return body
+        if mode == "trace":
+            call = self.call_method("_annotate", [kind, message])
+            return jinja2.nodes.CallBlock(call, [], [], body).set_lineno(lineno)
+        opening: list[jinja2.nodes.Expr] = [jinja2.nodes.TemplateData(_OPEN + _KIND_CHAR[kind.value])]
+        if not (isinstance(message, jinja2.nodes.Const) and message.value is None):
+            opening.append(jinja2.nodes.Filter(message, "labelmask_index", [], [], None, None))
+        close = jinja2.nodes.Output([jinja2.nodes.TemplateData(_CLOSE)])
+        return [jinja2.nodes.Output(opening).set_lineno(lineno), *body, close]
+
+    @jinja2.pass_context
+    def _annotate(self, context: Any, kind: Any, message: Any, caller: Any) -> str:
+        try:
+            body = caller()
+        except jinja2.TemplateError as exc:
+            # The innermost turn a template raised in names the message it objected to.
+            if kind == "turn" and not hasattr(exc, "labelmask_message_index"):
+                exc.labelmask_message_index = _message_index(context, message)  # type: ignore[attr-defined]
+            raise
+        code = _KIND_CHAR.get(kind)
+        if code is None:
+            raise AnnotationError(f"unknown span kind {kind!r}; use one of {', '.join(_KINDS)}")
+        index = "" if message is None else str(_message_index(context, message)).translate(_TO_DIGITS)
+        return f"{_OPEN}{code}{index}{body}{_CLOSE}"
+
+
+@jinja2.pass_context
+def _index_filter(context: Any, message: Any) -> str:
+    # A filter, not a method call: compiled templates call filters directly, outside the sandbox's call checks.
+    return str(_message_index(context, message)).translate(_TO_DIGITS)
+
+
+def _message_index(context: Any, message: Any) -> int:
+    if isinstance(message, int) and not isinstance(message, bool):
+        return message
+    messages = context.get("messages") or ()
+    for i, candidate in enumerate(messages):
+        if candidate is message:
+            return i
+    raise AnnotationError(f"span names a message that is not in `messages`: {message!r:.80}")
+
+
+class _Namespace(jinja2.utils.Namespace):
+    # As transformers: no underscore attributes, so templates cannot reach CPython internals.
+    def __init__(*args: Any, **kwargs: Any) -> None:
+        self, args = args[0], args[1:]
+        attrs = dict(*args, **kwargs)
+        for name in attrs:
+            _Namespace._check_name(name)
+        jinja2.utils.Namespace.__init__(self, attrs)
+
+    def __setitem__(self, name: str, value: Any) -> None:
+        _Namespace._check_name(name)
+        jinja2.utils.Namespace.__setitem__(self, name, value)
+
+    @staticmethod
+    def _check_name(name: Any) -> None:
+        if isinstance(name, str) and name.startswith("_"):
+            raise jinja2.exceptions.SecurityError(f"namespace attribute {name!r} may not start with '_'")
+
+
+class _Dict:
+    def __call__(self, *args: Any, **kwargs: Any) -> dict:
+        return dict(*args, **kwargs)
+
+    def fromkeys(self, *args: Any, **kwargs: Any) -> dict:
+        return dict.fromkeys(*args, **kwargs)
+
+
+def _raise_exception(message: str) -> None:
+    raise jinja2.exceptions.TemplateError(message)
+
+
+def _tojson(x: Any, ensure_ascii: bool = False, indent: Any = None, separators: Any = None, sort_keys: bool = False) -> str:
+    return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+
+
+# A date-writing template (Llama 3.1: "Today Date: ...") must not make the output
+# depend on the day it runs. strftime_now is frozen to this instant; templates that
+# accept ``date_string`` get it passed through like any other template kwarg.
+FROZEN_NOW = datetime(2026, 1, 1)
+
+
+def _strftime_now(format: str) -> str:
+    return FROZEN_NOW.strftime(format)
+
+
+def _make_env(mode: str) -> jinja2.sandbox.ImmutableSandboxedEnvironment:
+    # A subclass per mode: the extension reads the mode while parsing.
+    cls = type(f"_{mode.title()}Environment", (jinja2.sandbox.ImmutableSandboxedEnvironment,), {"labelmask_mode": mode})
+    env = cls(trim_blocks=True, lstrip_blocks=True, extensions=[_SpanExtension, jinja2.ext.loopcontrols])
+    env.filters["tojson"] = _tojson
+    env.filters["labelmask_index"] = _index_filter
+    env.globals["raise_exception"] = _raise_exception
+    env.globals["strftime_now"] = _strftime_now
+    env.globals["dict"] = _Dict()
+    env.globals["namespace"] = _Namespace
+    return env
+
+
+_ENVS = {mode: _make_env(mode) for mode in ("stock", "annotate", "trace")}
+
+
+@lru_cache(maxsize=64)
+def compile_template(source: str, *, mode: str, name: str) -> jinja2.Template:
+    """Compile (once) a template for ``mode``: ``"stock"``, ``"annotate"`` or ``"trace"``."""
+    try:
+        return _ENVS[mode].from_string(source)
+    except jinja2.TemplateSyntaxError as exc:
+        kind = "chat template" if mode == "stock" else "annotated template"
+        raise AnnotationError(f"{kind} {name!r} does not compile: {exc} (line {exc.lineno})", template=name) from None
+
+
+def _render(template: jinja2.Template, variables: dict[str, Any], name: str) -> str:
+    try:
+        return template.render(**variables)
+    except jinja2.TemplateError as exc:
+        if isinstance(exc, jinja2.TemplateSyntaxError):
+            raise
+        index = getattr(exc, "labelmask_message_index", None)
+        where = f" at message {index}" if index is not None else ""
+        msg = (
+            f"The chat template {name!r} rejected the conversation{where}: {exc}. "
+            "This is the template's own check; fix the conversation (e.g. alternate user/assistant turns)."
+        )
+        raise TemplateRaisedError(msg, message_index=index, template=name) from exc
+    except AnnotationError as exc:
+        exc.template = name
+        raise
+
+
+def render_stock(template: jinja2.Template, variables: dict[str, Any], name: str) -> str:
+    """Render the stock chat template, as ``apply_chat_template(tokenize=False)`` does."""
+    return _render(template, variables, name)
+
+
+def render_annotated(
+    template: jinja2.Template, variables: dict[str, Any], name: str, *, expected: str | None, n_messages: int
+) -> Rendered:
+    """Render an annotated template, strip its span markers and locate every part.
+
+    Args:
+        template: The compiled annotated template.
+        variables: Everything the template sees (messages, tools, special tokens, kwargs).
+        name: The annotated template's name, for error messages.
+        expected: The stock render, which the stripped text must equal; ``None`` skips the check.
+        n_messages: Number of messages, to validate the indices spans name.
+
+    Raises:
+        RenderParityError: the stripped text differs from ``expected``.
+        AnnotationError: span tags are unbalanced or name a message that does not exist.
+    """
+    raw = _render(template, variables, name)
+    pieces: list[str] = []
+    # (kind, message, start, end) in the order spans open, so inner spans come after outer ones
+    spans: list[list[int]] = []
+    stack: list[int] = []
+    pos = 0
+    last = 0
+    for m in _MARKER_RE.finditer(raw):
+        chunk = raw[last : m.start()]
+        pieces.append(chunk)
+        pos += len(chunk)
+        last = m.end()
+        code = m.group(1)
+        if code is None:  # close
+            spans[stack.pop()][3] = pos
+            continue
+        digits = m.group(2)
+        if digits:
+            message = int(digits.translate(_FROM_DIGITS))
+        elif stack:
+            message = spans[stack[-1]][1]
+        else:
+            message = -1
+        kind = _CHAR_KIND[code]
+        if kind != _TURN and message == -1:
+            msg = f"annotated template {name!r}: a {Part(kind).name.lower()!r} span is outside every turn and names no message"
+            raise AnnotationError(msg, template=name)
+        if message >= n_messages:
+            msg = f"annotated template {name!r}: a span names message {message}, but there are {n_messages}"
+            raise AnnotationError(msg, template=name)
+        stack.append(len(spans))
+        spans.append([kind, message, pos, -1])
+    pieces.append(raw[last:])
+    text = "".join(pieces)
+    if expected is not None and text != expected:
+        _raise_parity(text, expected, name)
+    char_message = np.full(len(text), -1, dtype=np.int32)
+    char_part = np.zeros(len(text), dtype=np.int8)
+    headers: dict[int, tuple[int, int]] = {}
+    eots: dict[int, tuple[int, int]] = {}
+    turns: dict[int, tuple[int, int]] = {}
+    for kind, message, start, end in spans:
+        char_message[start:end] = message
+        if kind == _TURN:
+            char_part[start:end] = Part.TEMPLATE
+            turns[message] = (start, end)
+            continue
+        char_part[start:end] = kind
+        if kind == Part.HEADER:
+            headers[message] = (start, end)
+        elif kind == Part.EOT:
+            eots[message] = (start, end)
+    named = tuple(Span("turn" if k == _TURN else Part(k).name.lower(), m, a, b) for k, m, a, b in spans)
+    return Rendered(text, char_message, char_part, headers, eots, turns, named)
+
+
+def _raise_parity(text: str, expected: str, name: str) -> None:
+    position = next((i for i, (a, b) in enumerate(zip(text, expected)) if a != b), min(len(text), len(expected)))
+    lo = max(0, position - 30)
+    msg = (
+        f"annotated template {name!r} rendered different text from the stock template at character {position}: "
+        f"annotated {text[lo : position + 30]!r} vs stock {expected[lo : position + 30]!r}. "
+        "The annotation is wrong for this input (or a filter saw span markers); "
+        "report it with this conversation, or pass template= to choose another annotation."
+    )
+    raise RenderParityError(msg, position=position, template=name)

@@ -1,0 +1,82 @@
+"""The exceptions labelmask raises.
+
+Every error labelmask raises on purpose derives from :class:`LabelmaskError`, and
+also from the builtin that fits it, so ``except ValueError`` keeps working for
+callers that do not know labelmask::
+
+    LabelmaskError(Exception)
+    ├── ConversationError(LabelmaskError, ValueError)       the messages are malformed
+    ├── TemplateNotFoundError(LabelmaskError, LookupError)   no annotation for this chat template
+    ├── TemplateRaisedError(LabelmaskError, ValueError)      the chat template itself rejected the input
+    ├── AnnotationError(LabelmaskError, ValueError)          an annotated template is broken
+    │   └── RenderParityError                                annotated render != stock render
+    ├── TokenizerError(LabelmaskError, TypeError)            the tokenizer cannot give offsets
+    └── NothingToTrainError(LabelmaskError, ValueError)      the policy trains no token
+
+Errors carry their context as attributes (``message_index``, ``template``,
+``span``) as well as in the message, so a data pipeline can log or count them.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AnnotationError",
+    "ConversationError",
+    "LabelmaskError",
+    "NothingToTrainError",
+    "RenderParityError",
+    "TemplateNotFoundError",
+    "TemplateRaisedError",
+    "TokenizerError",
+]
+
+
+class LabelmaskError(Exception):
+    """Root of every error labelmask raises on purpose.
+
+    Attributes:
+        message_index: Index of the offending message, or ``None`` when the error
+            is not about one message.
+        template: Name of the annotated template in use, or ``None``.
+    """
+
+    def __init__(self, msg: str, *, message_index: int | None = None, template: str | None = None):
+        super().__init__(msg)
+        self.message_index = message_index
+        self.template = template
+
+
+class ConversationError(LabelmaskError, ValueError):
+    """The conversation is not something labelmask can render (wrong types, roles, fields)."""
+
+
+class TemplateNotFoundError(LabelmaskError, LookupError):
+    """No annotated template is registered for the tokenizer's chat template."""
+
+
+class TemplateRaisedError(LabelmaskError, ValueError):
+    """The chat template raised while rendering (e.g. Gemma's role alternation check)."""
+
+
+class AnnotationError(LabelmaskError, ValueError):
+    """An annotated template is malformed: unbalanced or misplaced span tags, bad header."""
+
+
+class RenderParityError(AnnotationError):
+    """The annotated template rendered different text from the stock template.
+
+    Attributes:
+        position: First character index at which the two renders differ.
+    """
+
+    def __init__(self, msg: str, *, position: int, template: str | None = None):
+        super().__init__(msg, template=template)
+        self.position = position
+
+
+class TokenizerError(LabelmaskError, TypeError):
+    """The tokenizer cannot be used: not a fast tokenizer, or its offsets are unusable."""
+
+
+class NothingToTrainError(LabelmaskError, ValueError):
+    """The policy leaves no token of the sample trained (every label would be -100)."""
