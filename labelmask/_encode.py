@@ -78,4 +78,17 @@ def encode(backend: Any, text: str) -> Encoded:
                 "Check the tokenizer's normalizer and post-processor (trim_offsets), or report it."
             )
             raise TokenizerError(msg)
+        # Characters no token claims (a normalizer composed "e" + U+0301 into one
+        # character, so the token's offsets stop before the accent) belong to the
+        # token before them; characters before the first token, to the first one.
+        # Tokens then tile the text, so every character has provenance and a label.
+        nonempty = ends > starts
+        if nonempty.any():
+            idx = np.flatnonzero(nonempty)
+            next_start = np.append(starts[idx[1:]], len(text))
+            gap = next_start > ends[idx]
+            if gap.any() or starts[idx[0]] > 0:
+                offsets = offsets.copy()
+                offsets[idx[gap], 1] = next_start[gap]
+                offsets[idx[0], 0] = 0
     return Encoded(ids=ids, offsets=offsets)

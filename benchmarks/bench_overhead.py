@@ -1,0 +1,121 @@
+"""labelmask's cost over the tokenizer's own: mask_conversation vs apply_chat_template.
+
+What is measured: wall time to process the same 200 generated conversations
+(1 to 8 exchanges, system prompts, for Qwen3 also reasoning and tool calls) with
+
+* ``tokenizer.apply_chat_template(messages, tools=tools, tokenize=True)``, and
+* ``labelmask.mask_conversation(messages, tokenizer, tools=tools)``,
+
+for each shipped template, in one process, alternating the two, 5 runs each after a
+warm-up; the table gives the median run and the ratio. ``--verify`` also times
+``mask_conversation(..., verify=True)`` (which renders the stock template too).
+
+Run from the repository root::
+
+    python benchmarks/bench_overhead.py [--verify] [--runs 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import labelmask  # noqa: E402
+from tests.fixtures import load_tokenizer  # noqa: E402
+
+WORDS = (
+    "the model answers every question with care and detail about data training tokens "
+    "Paris weather 42 résumé naïve 東京 données 🙂 function call result value"
+).split()
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "Weather for a city",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+        },
+    }
+]
+
+
+def sentence(rng: random.Random, n: int) -> str:
+    return " ".join(rng.choice(WORDS) for _ in range(n)) + "."
+
+
+def conversation(rng: random.Random, *, rich: bool, alternate: bool) -> tuple[list[dict], list | None]:
+    messages: list[dict] = []
+    if rng.random() < 0.5:
+        messages.append({"role": "system", "content": sentence(rng, 12)})
+    use_tools = rich and rng.random() < 0.4
+    for _ in range(rng.randint(1, 8)):
+        messages.append({"role": "user", "content": sentence(rng, rng.randint(5, 60))})
+        reply: dict = {"role": "assistant", "content": sentence(rng, rng.randint(5, 120))}
+        if rich and rng.random() < 0.3:
+            reply["reasoning_content"] = sentence(rng, rng.randint(10, 60))
+        if use_tools and not alternate and rng.random() < 0.5:
+            city = rng.choice(["Paris", "Tokyo", "Lima"])
+            reply["tool_calls"] = [{"type": "function", "function": {"name": "get_weather", "arguments": {"city": city}}}]
+            messages.append(reply)
+            messages.append({"role": "tool", "content": sentence(rng, 8)})
+            reply = {"role": "assistant", "content": sentence(rng, 20)}
+        messages.append(reply)
+    if not rich:
+        messages = [{**m, "content": m["content"]} for m in messages]
+    return messages, TOOLS if use_tools else None
+
+
+def as_parts(messages: list[dict]) -> list[dict]:
+    return [{**m, "content": [{"type": "text", "text": m["content"]}]} for m in messages]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--n", type=int, default=200)
+    parser.add_argument("--verify", action="store_true")
+    args = parser.parse_args()
+
+    print(f"| template | tokens | apply_chat_template (ms) | mask_conversation (ms) | ratio |{' verify=True ratio |' if args.verify else ''}")
+    print(f"|---|---|---|---|---|{'---|' if args.verify else ''}")
+    for name in ("qwen3", "llama3", "gemma3", "llava-1.5"):
+        tokenizer = load_tokenizer(name)
+        rng = random.Random(0)
+        convs = [conversation(rng, rich=name == "qwen3", alternate=name == "gemma3") for _ in range(args.n)]
+        stock_convs = [(as_parts(m) if name == "llava-1.5" else m, t) for m, t in convs]
+
+        def reference() -> None:
+            for messages, tools in stock_convs:
+                tokenizer.apply_chat_template(messages, tools=tools, tokenize=True)
+
+        def ours(verify: bool = False) -> None:
+            for messages, tools in convs:
+                labelmask.mask_conversation(messages, tokenizer, tools=tools, verify=verify)
+
+        contenders = {"ref": reference, "ours": ours}
+        if args.verify:
+            contenders["verify"] = lambda: ours(verify=True)
+        for f in contenders.values():  # warm-up: compile templates, fill caches
+            f()
+        times: dict[str, list[float]] = {k: [] for k in contenders}
+        for _ in range(args.runs):
+            for key, f in contenders.items():
+                t0 = time.perf_counter()
+                f()
+                times[key].append(time.perf_counter() - t0)
+        med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
+        n_tokens = sum(len(labelmask.mask_conversation(m, tokenizer, tools=t)["input_ids"]) for m, t in convs)
+        row = f"| {name} | {n_tokens} | {med['ref']:.0f} | {med['ours']:.0f} | {med['ours'] / med['ref']:.2f} |"
+        if args.verify:
+            row += f" {med['verify'] / med['ref']:.2f} |"
+        print(row, flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,35 @@
+"""Shared fixtures: real tokenizers built from the vendored files, Hypothesis profiles.
+
+Hypothesis profiles: ``ci`` (the default, 200 examples per property) and
+``thorough`` (2,000), chosen with ``LABELMASK_HYPOTHESIS=thorough``.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+from tests.fixtures import load_tokenizer
+
+settings.register_profile(
+    "ci",
+    max_examples=200,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.register_profile(
+    "thorough",
+    max_examples=2000,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.load_profile(os.environ.get("LABELMASK_HYPOTHESIS", "ci"))
+
+
+@pytest.fixture(scope="session")
+def tokenizers():
+    """Name -> real fast tokenizer, one per annotated template under test."""
+    return {name: load_tokenizer(name) for name in ("qwen3", "llama3", "gemma3", "llava-1.5")}

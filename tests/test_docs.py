@@ -1,0 +1,33 @@
+"""Docs never go stale: the README quickstart is the example script's code, and it runs."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def snippet(path: Path, name: str) -> str:
+    text = path.read_text(encoding="utf-8")
+    match = re.search(rf"# START {name}\n(.*?)# END {name}\n", text, re.S)
+    assert match, f"no START/END {name} markers in {path}"
+    return match.group(1).strip()
+
+
+def test_readme_quickstart_is_the_example_script():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert snippet(ROOT / "examples" / "quickstart.py", "quickstart") in readme
+
+
+def test_quickstart_runs_and_brackets_only_the_replies():
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "quickstart.py")], capture_output=True, text=True, check=True
+    ).stdout
+    assert "[<tool_call>]" in out
+    assert "[<|im_end|>]" in out
+    assert "[Paris]" in out
+    assert "What's the weather in Paris?<|im_end|>" in out  # the user turn, unbracketed
+    assert "n_trained=" in out
