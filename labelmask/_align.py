@@ -1,7 +1,12 @@
 """Stage 3: map character spans to tokens, giving every token its provenance.
 
-Everything here is numpy over per-character arrays. Whether a token touches a set
-of characters is a prefix-sum lookup: ``prefix[end] - prefix[start] > 0``.
+The rendered text is a sequence of *segments* (runs of text between span
+markers, each inside one part of one message). A token covers a contiguous run
+of segments, found with two ``searchsorted`` calls; whether that run contains a
+segment of some class is a prefix-sum lookup over segments. Which tokens touch
+each segment comes from the tokenizer's ``char_to_token`` at segment starts, so
+per-token offsets are never materialised on the hot path. Everything is numpy
+over tokens and segments, never a Python loop over either.
 """
 
 from __future__ import annotations
@@ -16,21 +21,24 @@ from labelmask._render import Rendered
 
 __all__ = ["Aligned", "align"]
 
+_HEADER = int(Part.HEADER)
+
 
 @dataclasses.dataclass(frozen=True)
 class Aligned:
-    """Per-character and per-token provenance of one rendered conversation.
+    """Per-segment and per-token provenance of one rendered conversation.
 
     Attributes:
-        starts: ``int64[n_tokens]`` first character of each token.
-        ends: ``int64[n_tokens]`` one past the last character of each token.
-        char_message: ``int32[n_chars]`` message of each character, -1 for none.
-        char_role: ``int8[n_chars]`` :class:`Role` of each character.
-        char_part: ``int8[n_chars]`` :class:`Part` of each character.
-        char_generated: ``bool[n_chars]``, True where a character lies in its
+        seg_message: ``int32[n_segments]`` message of each segment, -1 for none.
+        seg_role: ``int8[n_segments]`` :class:`Role` of each segment.
+        seg_part: ``int8[n_segments]`` :class:`Part` of each segment.
+        seg_generated: ``bool[n_segments]``, True where a segment lies in its
             message's generated region: after the message's header (for an
             assistant turn, after the generation prompt) through its end-of-turn
             marker, or through the end of its turn when the template writes none.
+        first_seg: ``int64[n_tokens]`` first segment each token covers.
+        last_seg: ``int64[n_tokens]`` last segment each token covers (``< first_seg``
+            for a token that covers no character).
         token_message: ``int32[n_tokens]`` message of each token, -1 for none.
         token_role: ``int8[n_tokens]`` :class:`Role` of each token.
         token_part: ``int8[n_tokens]`` :class:`Part` of each token.
@@ -40,62 +48,71 @@ class Aligned:
     ``"▁USER"`` merging a reply's trailing space with the next header is header.
     """
 
-    starts: np.ndarray
-    ends: np.ndarray
-    char_message: np.ndarray
-    char_role: np.ndarray
-    char_part: np.ndarray
-    char_generated: np.ndarray
+    seg_message: np.ndarray
+    seg_role: np.ndarray
+    seg_part: np.ndarray
+    seg_generated: np.ndarray
+    first_seg: np.ndarray
+    last_seg: np.ndarray
     token_message: np.ndarray
     token_role: np.ndarray
     token_part: np.ndarray
 
-    def touches(self, char_mask: np.ndarray) -> np.ndarray:
-        """``bool[n_tokens]``: which tokens overlap at least one character where ``char_mask`` is True."""
-        prefix = np.zeros(len(char_mask) + 1, dtype=np.int64)
-        np.cumsum(char_mask, out=prefix[1:])
-        return prefix[self.ends] > prefix[self.starts]
+    def touches(self, seg_class: np.ndarray, n_classes: int) -> np.ndarray:
+        """``bool[n_tokens, n_classes]``: which tokens cover a segment of each class.
+
+        Args:
+            seg_class: ``int[n_segments]``, a class in ``range(n_classes)`` for each segment.
+        """
+        n = len(seg_class)
+        counts = np.zeros((n + 1, n_classes), dtype=np.int32)
+        counts[np.arange(1, n + 1), seg_class] = 1
+        np.cumsum(counts, axis=0, out=counts)
+        return counts[self.last_seg + 1] > counts[self.first_seg]
 
 
 def align(rendered: Rendered, encoded: Encoded, roles: tuple[Role, ...]) -> Aligned:
-    """Give every character and token its message, role and part."""
-    n_chars = len(rendered.text)
+    """Give every segment and token its message, role and part."""
     n_messages = len(roles)
-    message = rendered.char_message
-    # Per message: where its generated region starts and ends (as character positions).
-    lo = np.full(n_messages + 1, -1, dtype=np.int64)
-    hi = np.full(n_messages + 1, n_chars, dtype=np.int64)
+    seg_start = rendered.seg_start
+    message = rendered.seg_message
+    n_segments = len(message)
+    # Per message: its generated region, from the end of its header to the end of its
+    # end-of-turn marker. Row n_messages stands for "no message": an empty region.
+    n_chars = len(rendered.text)
+    lo = [-1] * n_messages + [n_chars]
+    hi = [n_chars] * n_messages + [0]
     for m, (_, end) in rendered.headers.items():
         lo[m] = end
     for m, (_, end) in rendered.eots.items():
         hi[m] = end
-    has_message = message >= 0
-    m_or_last = np.where(has_message, message, n_messages)  # index n_messages is a sentinel row
-    positions = np.arange(n_chars)
-    char_generated = has_message & (positions >= lo[m_or_last]) & (positions < hi[m_or_last])
-    char_generated &= rendered.char_part != Part.HEADER
+    row = message % (n_messages + 1)  # -1 (no message) becomes row n_messages
+    lo_of, hi_of = np.array(lo)[row], np.array(hi)[row]
+    # Span edges are segment edges, so a segment is wholly inside or outside its region.
+    seg_generated = (seg_start[:-1] >= lo_of) & (seg_start[1:] <= hi_of) & (rendered.seg_part != _HEADER)
+    seg_role = np.array([*map(int, roles), -1], dtype=np.int8)[row]
 
-    role_of = np.array([*roles, Role.NONE], dtype=np.int8)
-    char_role = role_of[m_or_last]
-
-    starts = encoded.offsets[:, 0]
-    ends = encoded.offsets[:, 1]
-    if n_chars:
-        last_char = np.clip(np.maximum(ends - 1, starts), 0, n_chars - 1)
-        token_message = message[last_char]
-        token_role = char_role[last_char]
-        token_part = rendered.char_part[last_char]
+    # Token t covers segment k iff seg_first[k] <= t <= seg_last[k]; both are non-decreasing.
+    seg_first, seg_last = encoded.boundary_tokens(seg_start)
+    tokens = np.arange(len(encoded.ids))
+    first_seg = np.searchsorted(seg_last, tokens, side="left")
+    last_seg = np.searchsorted(seg_first, tokens, side="right") - 1
+    if n_segments:
+        # Tokens tile the text, so every token covers a segment: 0 <= first_seg <= last_seg.
+        token_message = message[last_seg]
+        token_role = seg_role[last_seg]
+        token_part = rendered.seg_part[last_seg]
     else:
-        token_message = np.full(len(starts), -1, dtype=np.int32)
-        token_role = np.full(len(starts), Role.NONE, dtype=np.int8)
-        token_part = np.zeros(len(starts), dtype=np.int8)
+        token_message = np.full(len(tokens), -1, dtype=np.int32)
+        token_role = np.full(len(tokens), Role.NONE, dtype=np.int8)
+        token_part = np.zeros(len(tokens), dtype=np.int8)
     return Aligned(
-        starts=starts,
-        ends=ends,
-        char_message=message,
-        char_role=char_role,
-        char_part=rendered.char_part,
-        char_generated=char_generated,
+        seg_message=message,
+        seg_role=seg_role,
+        seg_part=rendered.seg_part,
+        seg_generated=seg_generated,
+        first_seg=first_seg,
+        last_seg=last_seg,
         token_message=token_message,
         token_role=token_role,
         token_part=token_part,

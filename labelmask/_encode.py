@@ -1,13 +1,16 @@
-"""Stage 2: tokenize the rendered text once, keeping each token's character offsets.
+"""Stage 2: tokenize the rendered text once, with the tokenizer's character alignment.
 
 ``apply_chat_template(tokenize=True)`` encodes the rendered text with
 ``add_special_tokens=False`` (the template writes BOS itself); so do we, through the
-fast tokenizer's Rust backend directly, which is where the offsets come from.
+fast tokenizer's Rust backend directly. Token offsets are not turned into a Python
+list on the hot path (that costs as much as a fifth of the encoding): the align
+stage asks only where each segment of the text begins, with ``char_to_token``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from itertools import chain
 from typing import Any
 
@@ -20,15 +23,81 @@ __all__ = ["Encoded", "backend_of", "encode"]
 
 @dataclasses.dataclass(frozen=True)
 class Encoded:
-    """Token ids and the characters each token covers.
+    """Token ids and the tokenizer's alignment of tokens to characters.
 
     Attributes:
         ids: ``int64[n_tokens]`` token ids.
-        offsets: ``int64[n_tokens, 2]`` ``(start, end)`` character offsets into the text.
+        encoding: The ``tokenizers.Encoding``.
+        n_chars: Length of the encoded text.
     """
 
     ids: np.ndarray
-    offsets: np.ndarray
+    encoding: Any
+    n_chars: int
+
+    def boundary_tokens(self, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """First and last token touching each segment of the text.
+
+        Args:
+            starts: ``int64[n_segments + 1]``, where each segment starts, then the text length.
+
+        Returns:
+            ``(first, last)``, ``int64[n_segments]`` each. A character no token claims
+            (a normalizer composed ``e`` + U+0301 into one character, so the token
+            stops before the accent) belongs to the token before it.
+
+        Raises:
+            TokenizerError: the tokenizer maps characters to tokens out of order.
+        """
+        n_segments = len(starts) - 1
+        n_tokens = len(self.ids)
+        if n_segments == 0 or n_tokens == 0:
+            return np.zeros(n_segments, dtype=np.int64), np.full(n_segments, -1, dtype=np.int64)
+        char_to_token = self.encoding.char_to_token
+        token_to_chars = self.encoding.token_to_chars
+        bounds = starts.tolist()
+        firsts = []
+        lasts = []
+        for k in range(n_segments):
+            pos = bounds[k]
+            token = char_to_token(pos)
+            while token is None and pos > 0:
+                pos -= 1
+                token = char_to_token(pos)
+            # The first segment starts at character 0, which the first token covers.
+            token = 0 if token is None or k == 0 else token
+            firsts.append(token)
+            if k:
+                # The previous segment's last token is the one before this segment's first,
+                # unless that token also covers the previous segment's last character.
+                lasts.append(token if token_to_chars(token)[0] < bounds[k] else token - 1)
+        lasts.append(n_tokens - 1)
+        first = np.array(firsts, dtype=np.int64)
+        last = np.array(lasts, dtype=np.int64)
+        if np.any(first[1:] < first[:-1]) or np.any(last < first - 1):
+            msg = (
+                "The tokenizer maps characters to tokens out of order (degenerate offsets): labelmask cannot "
+                "tell which characters each token covers. Check the tokenizer's normalizer and "
+                "post-processor (trim_offsets), or report it."
+            )
+            raise TokenizerError(msg)
+        return first, last
+
+    @functools.cached_property
+    def offsets(self) -> np.ndarray:
+        """``int64[n_tokens, 2]`` character offsets, made to tile the text.
+
+        As in :meth:`boundary_tokens`, characters no token claims belong to the token before them.
+        """
+        n = len(self.ids)
+        offsets = np.fromiter(chain.from_iterable(self.encoding.offsets), dtype=np.int64, count=2 * n).reshape(-1, 2)
+        idx = np.flatnonzero(offsets[:, 1] > offsets[:, 0])
+        if len(idx):
+            next_start = np.append(offsets[idx[1:], 0], self.n_chars)
+            gap = next_start > offsets[idx, 1]
+            offsets[idx[gap], 1] = next_start[gap]
+            offsets[idx[0], 0] = 0
+        return offsets
 
 
 def backend_of(tokenizer: Any) -> Any:
@@ -38,7 +107,7 @@ def backend_of(tokenizer: Any) -> Any:
         TokenizerError: the tokenizer has no Rust backend, so no offsets.
     """
     backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is None or not hasattr(backend, "encode"):
+    if backend is None or not hasattr(backend, "encode_batch"):
         msg = (
             f"{type(tokenizer).__name__} is not a fast tokenizer: labelmask needs character offsets, which only "
             "fast (Rust) tokenizers give. Load it with AutoTokenizer.from_pretrained(path) (use_fast is the "
@@ -48,47 +117,23 @@ def backend_of(tokenizer: Any) -> Any:
     if backend.truncation is not None or backend.padding is not None:
         # The caller turned on truncation or padding on the shared backend; encode with
         # a private copy so the ids are the whole conversation, as apply_chat_template's are.
-        from tokenizers import Tokenizer
+        return _untruncated_copy(backend.to_str())
+    return backend
 
-        backend = Tokenizer.from_str(backend.to_str())
-        backend.no_truncation()
-        backend.no_padding()
+
+@functools.lru_cache(maxsize=8)
+def _untruncated_copy(serialized: str) -> Any:
+    from tokenizers import Tokenizer
+
+    backend = Tokenizer.from_str(serialized)
+    backend.no_truncation()
+    backend.no_padding()
     return backend
 
 
 def encode(backend: Any, text: str) -> Encoded:
-    """Tokenize ``text`` without added special tokens; validate the offsets.
-
-    Raises:
-        TokenizerError: offsets that are out of range, reversed, or go backwards.
-    """
-    # encode_batch, as transformers calls it: the same ids, and faster than encode on long texts.
-    (enc,) = backend.encode_batch([text], add_special_tokens=False)
-    ids = np.asarray(enc.ids, dtype=np.int64)
-    offsets = np.fromiter(chain.from_iterable(enc.offsets), dtype=np.int64, count=2 * len(ids)).reshape(-1, 2)
-    if len(offsets):
-        starts, ends = offsets[:, 0], offsets[:, 1]
-        bad = (starts > ends) | (ends > len(text)) | (starts < 0)
-        bad[1:] |= starts[1:] < starts[:-1]
-        if bad.any():
-            i = int(np.flatnonzero(bad)[0])
-            msg = (
-                f"The tokenizer gave degenerate offsets at token {i} ({tuple(offsets[i])} in a text of "
-                f"{len(text)} characters): labelmask cannot tell which characters each token covers. "
-                "Check the tokenizer's normalizer and post-processor (trim_offsets), or report it."
-            )
-            raise TokenizerError(msg)
-        # Characters no token claims (a normalizer composed "e" + U+0301 into one
-        # character, so the token's offsets stop before the accent) belong to the
-        # token before them; characters before the first token, to the first one.
-        # Tokens then tile the text, so every character has provenance and a label.
-        nonempty = ends > starts
-        if nonempty.any():
-            idx = np.flatnonzero(nonempty)
-            next_start = np.append(starts[idx[1:]], len(text))
-            gap = next_start > ends[idx]
-            if gap.any() or starts[idx[0]] > 0:
-                offsets = offsets.copy()
-                offsets[idx[gap], 1] = next_start[gap]
-                offsets[idx[0], 0] = 0
-    return Encoded(ids=ids, offsets=offsets)
+    """Tokenize ``text`` without added special tokens."""
+    # encode_batch, as transformers calls it: the same ids, and no slower than encode.
+    (encoding,) = backend.encode_batch([text], add_special_tokens=False)
+    ids = np.asarray(encoding.ids, dtype=np.int64)
+    return Encoded(ids=ids, encoding=encoding, n_chars=len(text))

@@ -13,11 +13,11 @@ from typing import Any
 import numpy as np
 
 from labelmask._align import align
-from labelmask._encode import backend_of, encode
+from labelmask._encode import Encoded, backend_of, encode
 from labelmask._messages import normalize_conversation, plain_kwargs
 from labelmask._policy import IGNORE_INDEX, Policy, apply_policy
 from labelmask._registry import AnnotatedTemplate, find_template, get_template
-from labelmask._render import Span, compile_template, render_annotated, render_stock
+from labelmask._render import Span, compile_template, named_spans, render_annotated, render_stock
 from labelmask.errors import (
     ConversationError,
     NothingToTrainError,
@@ -35,7 +35,6 @@ _REFUSED_KWARGS = {
     "continue_final_message": "a training sample's last turn is complete; drop continue_final_message",
     "messages": "pass the conversation as the first argument",
 }
-ARRAY_KEYS = ("input_ids", "attention_mask", "labels", "message_index", "role", "part")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,23 +75,34 @@ class MaskedConversation(Mapping):
         report: The sample's :class:`MaskReport`.
     """
 
-    def __init__(
-        self, data: dict[str, Any], *, text: str, offsets: np.ndarray, spans: tuple[Span, ...], report: MaskReport
-    ):
-        self._data = data
+    def __init__(self, arrays: dict[str, np.ndarray], return_tensors: str | None, *, text: str, encoded: Encoded, spans: tuple, report: MaskReport):
+        self._arrays = arrays
+        self._return_tensors = return_tensors
+        self._converted: dict[str, Any] = {}
         self.text = text
-        self.offsets = offsets
-        self.spans = spans
+        self._encoded = encoded
+        self._spans = spans
         self.report = report
 
+    @property
+    def offsets(self) -> np.ndarray:
+        return self._encoded.offsets
+
+    @property
+    def spans(self) -> tuple[Span, ...]:
+        return named_spans(self._spans)
+
     def __getitem__(self, key: str) -> Any:
-        return self._data[key]
+        # Converted on first access: a caller that reads two keys does not pay for six.
+        if key not in self._converted:
+            self._converted[key] = _convert(self._arrays[key], self._return_tensors)
+        return self._converted[key]
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._data)
+        return iter(self._arrays)
 
     def __len__(self) -> int:
-        return len(self._data)
+        return len(self._arrays)
 
     def __repr__(self) -> str:
         r = self.report
@@ -186,9 +196,7 @@ def mask_conversation(
     for key, why in _REFUSED_KWARGS.items():
         if key in template_kwargs:
             raise ConversationError(f"mask_conversation does not take {key}=: {why}.")
-    if hasattr(processor, "image_processor") or (
-        hasattr(processor, "tokenizer") and not hasattr(processor, "backend_tokenizer")
-    ):
+    if not hasattr(processor, "backend_tokenizer") and hasattr(processor, "tokenizer"):
         msg = (
             f"{type(processor).__name__} is a multimodal processor, which this version does not mask yet; "
             "for text-only conversations pass processor.tokenizer."
@@ -252,5 +260,4 @@ def mask_conversation(
         "role": aligned.token_role.astype(np.int64),
         "part": aligned.token_part.astype(np.int64),
     }
-    data = {key: _convert(arrays[key], return_tensors) for key in ARRAY_KEYS}
-    return MaskedConversation(data, text=rendered.text, offsets=encoded.offsets, spans=rendered.spans, report=report)
+    return MaskedConversation(arrays, return_tensors, text=rendered.text, encoded=encoded, spans=rendered.spans, report=report)

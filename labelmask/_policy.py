@@ -5,7 +5,8 @@ turn, everything the template writes after the generation prompt through the
 end-of-turn marker (reasoning with its tags, content, tool calls with their
 syntax, the end-of-turn token) and nothing else.
 
-Which tokens are trained, exactly. Characters fall in three classes:
+Which tokens are trained, exactly. Characters (in practice, the segments of text
+between span markers) fall in three classes:
 
 * *trained*: in the generated region of a message whose role the policy trains,
   in a part the policy trains;
@@ -24,6 +25,7 @@ is never trained. Both cases are counted in the sample's report.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Literal
 
 import numpy as np
@@ -78,6 +80,20 @@ class Policy:
         if self.on_empty not in ("raise", "keep"):
             raise ValueError(f"Policy(on_empty={self.on_empty!r}): use 'raise' or 'keep'.")
 
+    @functools.cached_property
+    def _tables(self) -> tuple[np.ndarray, np.ndarray]:
+        # Lookup tables: trained roles, indexed by Role + 1 (so Role.NONE is row 0), and trained parts.
+        role_ok = np.zeros(len(Role) + 1, dtype=bool)
+        for name in self.roles:
+            role_ok[ROLE_ALIASES[name] + 1] = True
+        part_ok = np.ones(len(Part), dtype=bool)
+        off = [Part.IMAGE, Part.HEADER, Part.NONE]
+        off += [] if self.reasoning else [Part.REASONING]
+        off += [] if self.tool_calls else [Part.TOOL_CALLS]
+        off += [] if self.eot else [Part.EOT]
+        part_ok[off] = False
+        return role_ok, part_ok
+
 
 @dataclasses.dataclass(frozen=True)
 class Trained:
@@ -95,33 +111,28 @@ class Trained:
     n_boundary_dropped: int
 
 
+_BLOCKED, _TRAINED, _HEADER = 0, 1, 2
+
+
 def apply_policy(aligned: Aligned, policy: Policy) -> Trained:
     """Decide, token by token, what ``policy`` trains."""
-    role_codes = [int(ROLE_ALIASES[r]) for r in policy.roles]
-    role_ok = np.isin(aligned.char_role, role_codes)
-    parts_off = [Part.IMAGE, Part.HEADER]
-    if not policy.reasoning:
-        parts_off.append(Part.REASONING)
-    if not policy.tool_calls:
-        parts_off.append(Part.TOOL_CALLS)
-    if not policy.eot:
-        parts_off.append(Part.EOT)
-    part_ok = ~np.isin(aligned.char_part, parts_off)
-    train_char = role_ok & aligned.char_generated & part_ok
-    header = role_ok & (aligned.char_part == Part.HEADER) & (aligned.char_role != Role.NONE)
-    covers_trained = aligned.touches(train_char)
-    covers_header = aligned.touches(header)
-    covers_blocked = aligned.touches(~(train_char | header))
-    if policy.straddle == "train" and len(aligned.char_message):
+    role_table, part_table = policy._tables
+    role_ok = role_table[aligned.seg_role + 1]
+    seg_class = np.where(
+        role_ok & aligned.seg_generated & part_table[aligned.seg_part],
+        _TRAINED,
+        np.where(role_ok & (aligned.seg_part == int(Part.HEADER)), _HEADER, _BLOCKED),
+    )
+    covers = aligned.touches(seg_class, 3)
+    covers_trained = covers[:, _TRAINED]
+    covers_header = covers[:, _HEADER]
+    trained = covers_trained & ~covers[:, _BLOCKED]
+    if policy.straddle == "train":
         # A header is tolerated only in a token that runs from a message's header into
         # that same message's reply, never from a reply into the next turn's header.
-        n = len(aligned.char_message)
-        first = aligned.char_message[np.clip(aligned.starts, 0, n - 1)]
-        last = aligned.char_message[np.clip(aligned.ends - 1, 0, n - 1)]
-        header_ok = ~covers_header | (first == last)
+        trained &= ~covers_header | (aligned.seg_message[aligned.first_seg] == aligned.token_message)
     else:
-        header_ok = ~covers_header
-    trained = covers_trained & ~covers_blocked & header_ok
-    n_straddle = int((trained & covers_header).sum())
-    n_dropped = int((covers_trained & ~trained).sum())
+        trained &= ~covers_header
+    n_straddle = int(np.count_nonzero(trained & covers_header))
+    n_dropped = int(np.count_nonzero(covers_trained & ~trained))
     return Trained(trained=trained, n_straddle=n_straddle, n_boundary_dropped=n_dropped)

@@ -42,7 +42,7 @@ import numpy as np
 from labelmask._parts import Part
 from labelmask.errors import AnnotationError, RenderParityError, TemplateRaisedError
 
-__all__ = ["Rendered", "Span", "compile_template", "render_annotated", "render_stock"]
+__all__ = ["Rendered", "Span", "named_spans", "compile_template", "render_annotated", "render_stock"]
 
 _OPEN = "\ufdd0"
 _CLOSE = "\ufdd1"
@@ -55,7 +55,13 @@ _FROM_DIGITS = str.maketrans(_DIGITS, "0123456789")
 _TURN = -1  # kind code of "turn" in the parsed span table (parts use Part values)
 
 _MARKER_RE = re.compile(f"{_OPEN}([\ufdd2-\ufddf])([{_DIGITS}]*)|{_CLOSE}")
-_CHAR_KIND = {c: (_TURN if k == "turn" else Part[k.upper()].value) for k, c in _KIND_CHAR.items()}
+# marker character -> (kind code, part of the text directly inside such a span)
+_CHAR_KIND = {
+    c: ((_TURN, int(Part.TEMPLATE)) if k == "turn" else (int(Part[k.upper()]), int(Part[k.upper()])))
+    for k, c in _KIND_CHAR.items()
+}
+_HEADER = int(Part.HEADER)
+_EOT = int(Part.EOT)
 
 
 class Span(NamedTuple):
@@ -73,21 +79,24 @@ class Rendered:
 
     Attributes:
         text: The rendered conversation, identical to the stock template's render.
-        char_message: ``int32[len(text)]``, the message each character belongs to, -1 for none.
-        char_part: ``int8[len(text)]``, the :class:`Part` of each character.
+        seg_start: ``int64[n_segments + 1]``, where each segment starts, then ``len(text)``.
+            Segments are the non-empty runs of text between span markers; they
+            tile the text, and each lies wholly inside one part of one message.
+        seg_message: ``int32[n_segments]``, the message of each segment, -1 for none.
+        seg_part: ``int8[n_segments]``, the :class:`Part` of each segment.
         headers: ``{message index: (start, end)}`` of each message's header span (the last one if several).
         eots: ``{message index: (start, end)}`` of each message's end-of-turn span.
-        turns: ``{message index: (start, end)}`` of each message's turn span.
-        spans: Every tagged block, in the order they open.
+        spans: Every tagged block as ``(kind, message, start, end)``, kind a
+            :class:`Part` value or -1 for a turn (see :func:`named_spans`).
     """
 
     text: str
-    char_message: np.ndarray
-    char_part: np.ndarray
+    seg_start: np.ndarray
+    seg_message: np.ndarray
+    seg_part: np.ndarray
     headers: dict[int, tuple[int, int]]
     eots: dict[int, tuple[int, int]]
-    turns: dict[int, tuple[int, int]]
-    spans: tuple[Span, ...]
+    spans: tuple[tuple[int, int, int, int], ...]
 
 
 class _SpanExtension(jinja2.ext.Extension):
@@ -272,59 +281,75 @@ def render_annotated(
         AnnotationError: span tags are unbalanced or name a message that does not exist.
     """
     raw = _render(template, variables, name)
-    pieces: list[str] = []
-    # (kind, message, start, end) in the order spans open, so inner spans come after outer ones
-    spans: list[list[int]] = []
-    stack: list[int] = []
-    pos = 0
-    last = 0
-    for m in _MARKER_RE.finditer(raw):
-        chunk = raw[last : m.start()]
-        pieces.append(chunk)
-        pos += len(chunk)
-        last = m.end()
-        code = m.group(1)
-        if code is None:  # close
-            spans[stack.pop()][3] = pos
-            continue
-        digits = m.group(2)
-        if digits:
-            message = int(digits.translate(_FROM_DIGITS))
-        elif stack:
-            message = spans[stack[-1]][1]
+    # split() gives [text, kind, digits, text, kind, digits, ..., text]; a close marker has kind None.
+    parts = _MARKER_RE.split(raw)
+    pieces = parts[0::3]
+    codes = parts[1::3]
+    all_digits = parts[2::3]
+    # Each piece of text after a marker takes the message and part of the innermost open span.
+    piece_message = [-1] * len(pieces)
+    piece_part = [0] * len(pieces)
+    spans: list[tuple[int, int, int, int]] = []  # (kind, message, start, end), in the order spans close
+    headers: dict[int, tuple[int, int]] = {}
+    eots: dict[int, tuple[int, int]] = {}
+    stack: list[tuple[int, int, int, int]] = []  # (kind, message, start, part of the text inside)
+    top_message, top_part = -1, 0
+    pos = len(pieces[0])
+    for j, code in enumerate(codes, 1):
+        if code is None:
+            if not stack:
+                _raise_unbalanced(name)
+            kind, message, start, _ = stack.pop()
+            spans.append((kind, message, start, pos))
+            if kind == _HEADER:
+                headers[message] = (start, pos)
+            elif kind == _EOT:
+                eots[message] = (start, pos)
+            top_message, top_part = (stack[-1][1], stack[-1][3]) if stack else (-1, 0)
         else:
-            message = -1
-        kind = _CHAR_KIND[code]
-        if kind != _TURN and message == -1:
-            msg = f"annotated template {name!r}: a {Part(kind).name.lower()!r} span is outside every turn and names no message"
-            raise AnnotationError(msg, template=name)
-        if message >= n_messages:
-            msg = f"annotated template {name!r}: a span names message {message}, but there are {n_messages}"
-            raise AnnotationError(msg, template=name)
-        stack.append(len(spans))
-        spans.append([kind, message, pos, -1])
-    pieces.append(raw[last:])
+            kind, part = _CHAR_KIND[code]
+            digits = all_digits[j - 1]
+            message = int(digits.translate(_FROM_DIGITS)) if digits else top_message
+            if message == -1 and kind != _TURN:
+                msg = (
+                    f"annotated template {name!r}: a {Part(kind).name.lower()!r} span is outside every turn "
+                    "and names no message"
+                )
+                raise AnnotationError(msg, template=name)
+            if message >= n_messages:
+                msg = f"annotated template {name!r}: a span names message {message}, but there are {n_messages}"
+                raise AnnotationError(msg, template=name)
+            stack.append((kind, message, pos, part))
+            top_message, top_part = message, part
+        piece_message[j] = top_message
+        piece_part[j] = top_part
+        pos += len(pieces[j])
+    if stack:
+        _raise_unbalanced(name)
     text = "".join(pieces)
     if expected is not None and text != expected:
         _raise_parity(text, expected, name)
-    char_message = np.full(len(text), -1, dtype=np.int32)
-    char_part = np.zeros(len(text), dtype=np.int8)
-    headers: dict[int, tuple[int, int]] = {}
-    eots: dict[int, tuple[int, int]] = {}
-    turns: dict[int, tuple[int, int]] = {}
-    for kind, message, start, end in spans:
-        char_message[start:end] = message
-        if kind == _TURN:
-            char_part[start:end] = Part.TEMPLATE
-            turns[message] = (start, end)
-            continue
-        char_part[start:end] = kind
-        if kind == Part.HEADER:
-            headers[message] = (start, end)
-        elif kind == Part.EOT:
-            eots[message] = (start, end)
-    named = tuple(Span("turn" if k == _TURN else Part(k).name.lower(), m, a, b) for k, m, a, b in spans)
-    return Rendered(text, char_message, char_part, headers, eots, turns, named)
+    lengths = np.fromiter(map(len, pieces), dtype=np.int64, count=len(pieces))
+    keep = lengths > 0
+    seg_start = np.zeros(int(keep.sum()) + 1, dtype=np.int64)
+    np.cumsum(lengths[keep], out=seg_start[1:])
+    seg_message = np.array(piece_message, dtype=np.int32)[keep]
+    seg_part = np.array(piece_part, dtype=np.int8)[keep]
+    return Rendered(text, seg_start, seg_message, seg_part, headers, eots, tuple(spans))
+
+
+def _raise_unbalanced(name: str) -> None:
+    msg = (
+        f"annotated template {name!r}: span markers are unbalanced, so a filter or slice cut through a span's "
+        "output. Apply filters inside spans, never to text that contains one."
+    )
+    raise AnnotationError(msg, template=name)
+
+
+def named_spans(raw: tuple[tuple[int, int, int, int], ...]) -> tuple[Span, ...]:
+    """Readable :class:`Span` tuples from :attr:`Rendered.spans`, sorted by start (outer spans first)."""
+    named = (Span("turn" if k == _TURN else Part(k).name.lower(), m, a, b) for k, m, a, b in raw)
+    return tuple(sorted(named, key=lambda s: (s.start, -s.end)))
 
 
 def _raise_parity(text: str, expected: str, name: str) -> None:
