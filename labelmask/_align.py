@@ -71,7 +71,7 @@ class Aligned:
         return counts[self.last_seg + 1] > counts[self.first_seg]
 
 
-def align(rendered: Rendered, encoded: Encoded, roles: tuple[Role, ...]) -> Aligned:
+def align(rendered: Rendered, encoded: Encoded, roles: tuple[int, ...]) -> Aligned:
     """Give every segment and token its message, role and part."""
     n_messages = len(roles)
     seg_start = rendered.seg_start
@@ -90,7 +90,7 @@ def align(rendered: Rendered, encoded: Encoded, roles: tuple[Role, ...]) -> Alig
     lo_of, hi_of = np.array(lo)[row], np.array(hi)[row]
     # Span edges are segment edges, so a segment is wholly inside or outside its region.
     seg_generated = (seg_start[:-1] >= lo_of) & (seg_start[1:] <= hi_of) & (rendered.seg_part != _HEADER)
-    seg_role = np.array([*map(int, roles), -1], dtype=np.int8)[row]
+    seg_role = np.array([*roles, -1], dtype=np.int8)[row]
 
     # Token t covers segment k iff seg_first[k] <= t <= seg_last[k]; both are non-decreasing.
     seg_first, seg_last = encoded.boundary_tokens(seg_start)

@@ -154,9 +154,14 @@ class _SpanExtension(jinja2.ext.Extension):
         return f"{_OPEN}{code}{index}{body}{_CLOSE}"
 
 
+_ENCODED_INDEX = [str(i).translate(_TO_DIGITS) for i in range(4096)]
+
+
 @jinja2.pass_context
 def _index_filter(context: Any, message: Any) -> str:
     # A filter, not a method call: compiled templates call filters directly, outside the sandbox's call checks.
+    if type(message) is int and 0 <= message < 4096:
+        return _ENCODED_INDEX[message]
     return str(_message_index(context, message)).translate(_TO_DIGITS)
 
 
