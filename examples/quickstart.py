@@ -10,10 +10,9 @@ from pathlib import Path
 
 root = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(root))
-from tests.fixtures import load_tokenizer  # noqa: E402  (the vendored tokenizer files)
-
 # START quickstart
 import labelmask
+from tests.fixtures import load_tokenizer  # the vendored tokenizer files
 
 tokenizer = load_tokenizer("qwen3")  # or AutoTokenizer.from_pretrained("Qwen/Qwen3-8B")
 messages = json.loads((root / "examples" / "conversation.json").read_text())

@@ -75,7 +75,16 @@ class MaskedConversation(Mapping):
         report: The sample's :class:`MaskReport`.
     """
 
-    def __init__(self, arrays: dict[str, np.ndarray], return_tensors: str | None, *, text: str, encoded: Encoded, spans: tuple, report: MaskReport):
+    def __init__(
+        self,
+        arrays: dict[str, np.ndarray],
+        return_tensors: str | None,
+        *,
+        text: str,
+        encoded: Encoded,
+        spans: tuple,
+        report: MaskReport,
+    ):
         self._arrays = arrays
         self._return_tensors = return_tensors
         self._converted: dict[str, Any] = {}
@@ -244,11 +253,13 @@ def mask_conversation(
     )
     if n_trained == 0 and policy.on_empty == "raise":
         trained_roles = ", ".join(sorted(policy.roles))
+        n_messages = len(conversation.messages)
         msg = (
-            f"Nothing to train: under template {annotated.name!r} no token of this {len(conversation.messages)}-message "
-            f"conversation belongs to a trained role ({trained_roles}) with text to learn. Every label would be "
-            "-100 (zero loss, NaN gradients in a batch of such samples). Drop the sample, add an assistant reply, "
-            "or pass Policy(on_empty='keep') to receive it and count it yourself."
+            f"Nothing to train: under template {annotated.name!r} no token of this {n_messages}-message "
+            f"conversation belongs to a trained role ({trained_roles}) with text to learn. "
+            "Every label would be -100 (zero loss, NaN gradients in a batch of such samples). "
+            "Drop the sample, add an assistant reply, or pass Policy(on_empty='keep') to receive it "
+            "and count it yourself."
         )
         raise NothingToTrainError(msg, template=annotated.name)
     labels = np.where(decision.trained, encoded.ids, IGNORE_INDEX)
@@ -260,4 +271,6 @@ def mask_conversation(
         "role": aligned.token_role.astype(np.int64),
         "part": aligned.token_part.astype(np.int64),
     }
-    return MaskedConversation(arrays, return_tensors, text=rendered.text, encoded=encoded, spans=rendered.spans, report=report)
+    return MaskedConversation(
+        arrays, return_tensors, text=rendered.text, encoded=encoded, spans=rendered.spans, report=report
+    )

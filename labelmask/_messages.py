@@ -15,7 +15,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from labelmask._parts import ROLE_ALIASES, Role
+from labelmask._parts import ROLE_ALIASES
 from labelmask.errors import ConversationError
 
 __all__ = ["Conversation", "normalize_conversation", "plain_kwargs"]
@@ -178,7 +178,12 @@ def normalize_conversation(
             if type(content) is str and type(role) is str and role in _ROLE_CODE:
                 if _RESERVED.search(content):
                     _raise_reserved(i)
-                out.append({"role": role, "content": [{"type": "text", "text": content}] if content_format == "parts" else content})
+                out.append(
+                    {
+                        "role": role,
+                        "content": [{"type": "text", "text": content}] if content_format == "parts" else content,
+                    }
+                )
                 roles.append(_ROLE_CODE[role])
                 continue
         if not isinstance(message, Mapping):

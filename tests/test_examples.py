@@ -119,7 +119,9 @@ def test_reply_identical_to_the_user_turn(name, tokenizers):
     assert text in "".join(trained_text(out))
 
 
-@pytest.mark.parametrize(("name", "eot"), [("qwen3", "<|im_end|>"), ("llama3", "<|eot_id|>"), ("gemma3", "<end_of_turn>")])
+@pytest.mark.parametrize(
+    ("name", "eot"), [("qwen3", "<|im_end|>"), ("llama3", "<|eot_id|>"), ("gemma3", "<end_of_turn>")]
+)
 def test_empty_reply_still_trains_end_of_turn(name, eot, tokenizers):
     """An empty reply is a real decision to stop at once: its end-of-turn token is trained."""
     out = labelmask.mask_conversation(
@@ -143,7 +145,11 @@ def test_straddling_token_rule_is_configurable(tokenizers):
     """Qwen3 writes '<|im_start|>assistant\\n' + content; a reply starting with newlines
     merges with the header's newline into one token."""
     tok = tokenizers["qwen3"]
-    messages = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "\n\nHello"}, {"role": "user", "content": "x"}]
+    messages = [
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "\n\nHello"},
+        {"role": "user", "content": "x"},
+    ]
     train = labelmask.mask_conversation(messages, tok)
     drop = labelmask.mask_conversation(messages, tok, policy=Policy(straddle="drop"))
     assert train.report.n_straddle == 1
@@ -188,7 +194,11 @@ def test_gemma_folds_system_into_first_user_turn(tokenizers):
 def test_gemma_alternation_error_names_the_message(tokenizers):
     with pytest.raises(labelmask.TemplateRaisedError, match="at message 2: Conversation roles must alternate") as info:
         labelmask.mask_conversation(
-            [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}, {"role": "assistant", "content": "c"}],
+            [
+                {"role": "user", "content": "a"},
+                {"role": "assistant", "content": "b"},
+                {"role": "assistant", "content": "c"},
+            ],
             tokenizers["gemma3"],
         )
     assert info.value.message_index == 2
@@ -200,7 +210,9 @@ def test_unregistered_template_raises_naming_it(tokenizers):
 
     tok = load_tokenizer("llama2")
     tok.chat_template = "{% for m in messages %}### {{ m['role'] }}\n{{ m['content'] }}\n{% endfor %}"
-    with pytest.raises(labelmask.TemplateNotFoundError, match=r"sha256:[0-9a-f]{64}, first line \"\{% for m in messages"):
+    with pytest.raises(
+        labelmask.TemplateNotFoundError, match=r"sha256:[0-9a-f]{64}, first line \"\{% for m in messages"
+    ):
         labelmask.mask_conversation([{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}], tok)
 
 
@@ -222,7 +234,9 @@ def test_nothing_to_train_raises_or_is_reported(tokenizers):
 
 def test_verify_renders_the_stock_template_and_agrees(tokenizers):
     out = labelmask.mask_conversation(QWEN_TOOL_CONVERSATION, tokenizers["qwen3"], tools=WEATHER_TOOL, verify=True)
-    assert out.text == tokenizers["qwen3"].apply_chat_template(QWEN_TOOL_CONVERSATION, tools=WEATHER_TOOL, tokenize=False)
+    assert out.text == tokenizers["qwen3"].apply_chat_template(
+        QWEN_TOOL_CONVERSATION, tools=WEATHER_TOOL, tokenize=False
+    )
 
 
 def test_verify_catches_an_annotation_that_renders_differently(tokenizers):

@@ -177,7 +177,7 @@ def check_end_of_turn_is_trained(d):
         return
     eot_id = d.tokenizer.convert_tokens_to_ids(CASES[d.name].eot)
     labels, ids, starts = d.out["labels"], d.out["input_ids"], d.out.offsets[:, 0]
-    for i, (_, _, end) in d.regions().items():
+    for _, _, end in d.regions().values():
         t = int(np.searchsorted(starts, end - len(CASES[d.name].eot)))
         assert ids[t] == eot_id
         assert labels[t] == eot_id
