@@ -12,7 +12,7 @@ The data flow, one module per stage::
 from labelmask._mask import MaskedConversation, MaskReport, mask_conversation
 from labelmask._parts import Part, Role
 from labelmask._policy import IGNORE_INDEX, Policy
-from labelmask._registry import AnnotatedTemplate, template_hash, templates
+from labelmask._registry import AnnotatedTemplate, register_template, template_hash, templates
 from labelmask.errors import (
     AnnotationError,
     ConversationError,
@@ -41,6 +41,7 @@ __all__ = [
     "TemplateRaisedError",
     "TokenizerError",
     "mask_conversation",
+    "register_template",
     "template_hash",
     "templates",
 ]

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from labelmask.errors import AnnotationError, TemplateNotFoundError
 
-__all__ = ["AnnotatedTemplate", "find_template", "get_template", "template_hash", "templates"]
+__all__ = ["AnnotatedTemplate", "find_template", "get_template", "register_template", "template_hash", "templates"]
 
 _HEADER_RE = re.compile(r"\A\{#-?\s*labelmask\s*\n(.*?)\n\s*-?#\}", re.S)
 _LOCK = threading.Lock()
@@ -113,6 +113,53 @@ def templates() -> dict[str, AnnotatedTemplate]:
         return {**_builtin(), **_REGISTERED}
 
 
+def register_template(
+    name: str, annotated_source: str, *, matches: list[str] = (), content_format: str = "text"
+) -> AnnotatedTemplate:
+    """Register an annotated template for the stock templates in ``matches``.
+
+    Args:
+        name: Registry name; replaces an earlier registration of the same name.
+        annotated_source: The annotated Jinja source (see docs/annotating.md); a
+            ``{#- labelmask`` metadata header is optional here.
+        matches: Stock chat template sources this annotation reproduces; a
+            tokenizer whose ``chat_template`` is one of them is matched to it.
+        content_format: ``"text"``, or ``"parts"`` to wrap string content as one text part.
+
+    Returns:
+        The registered :class:`AnnotatedTemplate`.
+
+    Example:
+        >>> register_template("echo", "{% for m in messages %}{% span 'turn', loop.index0 %}"
+        ...     "{% span 'content' %}{{ m.content }}{% endspan %}{% endspan %}{% endfor %}").name
+        'echo'
+    """
+    from labelmask._render import compile_template
+
+    if content_format not in ("text", "parts"):
+        raise AnnotationError(f"content_format must be 'text' or 'parts', not {content_format!r}", template=name)
+    if isinstance(matches, str):
+        raise AnnotationError("matches= takes a list of stock template sources, not one string", template=name)
+    compile_template(annotated_source, mode="annotate", name=name)  # fail now, not at the first sample
+    template = AnnotatedTemplate(
+        name=name,
+        source=annotated_source,
+        matches=tuple(template_hash(stock) for stock in matches),
+        content_format=content_format,
+        origin="registered at run time",
+    )
+    with _LOCK:
+        _REGISTERED[name] = template
+    _on_change()
+    return template
+
+
+def _on_change() -> None:
+    from labelmask._mask import _resolve
+
+    _resolve.cache_clear()
+
+
 def get_template(name: str) -> AnnotatedTemplate:
     """The annotated template called ``name``."""
     known = templates()
@@ -137,7 +184,8 @@ def find_template(stock_source: str) -> AnnotatedTemplate:
     msg = (
         f"No annotated template matches this tokenizer's chat template ({digest}, first line {first[:80]!r}). "
         "labelmask needs an annotated copy of the template to know where each message is. Write one "
-        "(see docs/annotating.md) with this hash on its 'matches:' line, put it in templates/, "
+        "(see docs/annotating.md) and register it with "
+        "labelmask.register_template(name, annotated_source, matches=[tokenizer.chat_template]), "
         "or pass template='<name>' if a known annotation renders the same text."
     )
     raise TemplateNotFoundError(msg)

@@ -244,18 +244,14 @@ def test_verify_catches_an_annotation_that_renders_differently(tokenizers):
     from labelmask import _mask, _registry
 
     good = _registry.get_template("llama3")
-    bad = _registry.AnnotatedTemplate(
-        name="llama3-broken", source=good.source.replace("| trim", ""), matches=(), content_format="text"
-    )
-    _registry._REGISTERED[bad.name] = bad
-    _mask._resolve.cache_clear()
+    labelmask.register_template("llama3-broken", good.source.replace("| trim", ""))
     try:
         messages = [{"role": "user", "content": " padded "}, {"role": "assistant", "content": "ok"}]
         with pytest.raises(labelmask.RenderParityError, match="llama3-broken") as info:
             labelmask.mask_conversation(messages, tokenizers["llama3"], template="llama3-broken", verify=True)
         assert info.value.position > 0
     finally:
-        del _registry._REGISTERED[bad.name]
+        del _registry._REGISTERED["llama3-broken"]
         _mask._resolve.cache_clear()
 
 
@@ -279,3 +275,32 @@ def test_public_names():
     public = {n for n in dir(labelmask) if not n.startswith("_")} - {"errors"}
     assert set(labelmask.__all__) == public
     assert labelmask.__all__ == sorted(labelmask.__all__, key=lambda n: (not n.isupper(), n))
+
+
+def test_register_a_template_for_an_unknown_stock_template():
+    """A new model takes one register_template call and no engine change."""
+    from tests.fixtures import load_tokenizer
+
+    stock = "{% for m in messages %}### {{ m['role'] }}\n{{ m['content'] }}\n{% endfor %}"
+    annotated = (
+        "{% for m in messages %}{% span 'turn', loop.index0 %}"
+        "{% span 'header' %}### {{ m['role'] }}\n{% endspan %}"
+        # a newline right after a block tag is eaten (trim_blocks), so write it as an expression
+        "{% span 'content' %}{{ m['content'] }}{% endspan %}{{ '\\n' }}{% endspan %}{% endfor %}"
+    )
+    tok = load_tokenizer("llama2")
+    tok.chat_template = stock
+    messages = [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}]
+    labelmask.register_template("hash-chat", annotated, matches=[stock])
+    try:
+        out = labelmask.mask_conversation(messages, tok, verify=True)
+        assert out.report.template == "hash-chat"
+        assert out["input_ids"] == tok.apply_chat_template(messages)["input_ids"]
+        assert "".join(trained_text(out)).strip() == "4"
+    finally:
+        from labelmask import _mask, _registry
+
+        del _registry._REGISTERED["hash-chat"]
+        _mask._resolve.cache_clear()
+    with pytest.raises(labelmask.TemplateNotFoundError):
+        labelmask.mask_conversation(messages, tok)
