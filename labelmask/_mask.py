@@ -220,6 +220,7 @@ def mask_conversation(
         **processor.special_tokens_map,
         **plain_kwargs(template_kwargs),
         "messages": conversation.messages,
+        "_labelmask_messages": conversation.messages,
         "tools": conversation.tools,
         "documents": template_kwargs.get("documents"),
         "add_generation_prompt": False,

@@ -168,7 +168,8 @@ def _index_filter(context: Any, message: Any) -> str:
 def _message_index(context: Any, message: Any) -> int:
     if isinstance(message, int) and not isinstance(message, bool):
         return message
-    messages = context.get("messages") or ()
+    # The list as passed in: a template may rebind `messages` (Llama 3.1: messages[1:]).
+    messages = context.get("_labelmask_messages") or context.get("messages") or ()
     for i, candidate in enumerate(messages):
         if candidate is message:
             return i

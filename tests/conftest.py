@@ -32,4 +32,12 @@ settings.load_profile(os.environ.get("LABELMASK_HYPOTHESIS", "ci"))
 @pytest.fixture(scope="session")
 def tokenizers():
     """Name -> real fast tokenizer, one per annotated template under test."""
-    return {name: load_tokenizer(name) for name in ("qwen3", "llama3", "gemma3", "llava-1.5")}
+    return _Lazy()
+
+
+class _Lazy(dict):
+    """Loads each tokenizer on first use (gemma3 takes seconds)."""
+
+    def __missing__(self, name):
+        self[name] = load_tokenizer(name)
+        return self[name]
