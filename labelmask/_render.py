@@ -142,16 +142,13 @@ class _SpanExtension(jinja2.ext.Extension):
     def _annotate(self, context: Any, kind: Any, message: Any, caller: Any) -> str:
         try:
             body = caller()
-        except jinja2.TemplateError as exc:
+        except Exception as exc:
             # The innermost turn a template raised in names the message it objected to.
             if kind == "turn" and not hasattr(exc, "labelmask_message_index"):
                 exc.labelmask_message_index = _message_index(context, message)  # type: ignore[attr-defined]
             raise
-        code = _KIND_CHAR.get(kind)
-        if code is None:
-            raise AnnotationError(f"unknown span kind {kind!r}; use one of {', '.join(_KINDS)}")
         index = "" if message is None else str(_message_index(context, message)).translate(_TO_DIGITS)
-        return f"{_OPEN}{code}{index}{body}{_CLOSE}"
+        return f"{_OPEN}{_KIND_CHAR[kind]}{index}{body}{_CLOSE}"
 
 
 _ENCODED_INDEX = [str(i).translate(_TO_DIGITS) for i in range(4096)]
@@ -265,6 +262,16 @@ def _render(template: jinja2.Template, variables: dict[str, Any], name: str) -> 
     except AnnotationError as exc:
         exc.template = name
         raise
+    except Exception as exc:
+        # A template fed data it does not expect fails with whatever Python raises
+        # ('str' + list, a missing key); name it as the template's failure.
+        index = getattr(exc, "labelmask_message_index", None)
+        where = f" at message {index}" if index is not None else ""
+        msg = (
+            f"The chat template {name!r} failed on this conversation{where}: {type(exc).__name__}: {exc}. "
+            "Check that message's fields have the types this template expects."
+        )
+        raise TemplateRaisedError(msg, message_index=index, template=name) from exc
 
 
 def render_stock(template: jinja2.Template, variables: dict[str, Any], name: str) -> str:

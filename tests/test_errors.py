@@ -129,3 +129,13 @@ def test_errors_subclass_builtins():
     assert issubclass(labelmask.TemplateNotFoundError, LookupError)
     assert issubclass(labelmask.TokenizerError, TypeError)
     assert issubclass(labelmask.RenderParityError, labelmask.AnnotationError)
+
+
+def test_template_type_errors_become_labelmask_errors(tokenizers):
+    """Qwen3's template concatenates the system content with a string; a list content fails there."""
+    messages = [{"role": "system", "content": [{"type": "text", "text": "s"}]}, *OK]
+    with pytest.raises(labelmask.TemplateRaisedError, match="qwen3") as info:
+        labelmask.mask_conversation(
+            messages, tokenizers["qwen3"], tools=[{"type": "function", "function": {"name": "f"}}]
+        )
+    assert info.value.message_index == 0

@@ -203,3 +203,33 @@ def test_invariants(name, tokenizers, data):
     d = draw_case(name, tokenizers, data)
     for check in CHECKS:
         check(d)
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if not CASES[n].parts])
+@given(data=st.data())
+def test_typed_content_parts_render_or_fail_like_the_stock_template(name, tokenizers, data):
+    """Content given as typed parts: where the stock template renders it, the text is
+    the same; where it fails (Qwen3 concatenates content with strings), labelmask
+    raises its own error instead of returning a render the stock template never makes."""
+    case = CASES[name]
+    messages, tools = data.draw(case.strategy, label="conversation")
+    kwargs = data.draw(case.kwargs, label="template kwargs")
+    as_parts = data.draw(st.lists(st.booleans(), min_size=len(messages), max_size=len(messages)), label="as parts")
+    messages = [
+        {**m, "content": [{"type": "text", "text": m["content"]}]} if flag and "content" in m else m
+        for m, flag in zip(messages, as_parts)
+    ]
+    tokenizer = tokenizers[name]
+    try:
+        stock = tokenizer.apply_chat_template(messages, tools=tools, tokenize=False, **kwargs)
+    except Exception:
+        stock = None
+    if stock is None:
+        with pytest.raises(labelmask.LabelmaskError):
+            labelmask.mask_conversation(messages, tokenizer, tools=tools, policy=ANY_OUTCOME, **kwargs)
+    else:
+        out = labelmask.mask_conversation(messages, tokenizer, tools=tools, policy=ANY_OUTCOME, **kwargs)
+        assert out.text == stock
+
+
+ANY_OUTCOME = labelmask.Policy(on_empty="keep")
