@@ -28,6 +28,7 @@ class Case:
     kwargs: st.SearchStrategy = st.just({})
     parts: bool = False  # the stock template reads only typed content parts
     template: str | None = None  # registered annotation expected, when not the case's own name
+    trailer: str = ""  # text the stock template appends only when add_generation_prompt is false (Phi-3's eos)
 
 
 CASES = {
@@ -39,6 +40,9 @@ CASES = {
     "llama3": Case(conversations(), "<|eot_id|>"),
     "gemma3": Case(conversations(alternate=True), "<end_of_turn>"),
     "llava-1.5": Case(conversations(), None, parts=True),
+    "phi3": Case(conversations(), "<|end|>", trailer="<|endoftext|>"),
+    "phi3.5": Case(conversations(), "<|end|>", trailer="<|endoftext|>"),
+    "gemma": Case(conversations(alternate=True, system=False), "<end_of_turn>"),
 }
 NAMES = sorted(CASES)
 
@@ -110,9 +114,11 @@ def check_header_is_the_generation_prompt(d):
     """Each assistant header is exactly what add_generation_prompt=True appends, so
     the trained region starts where generation starts; where the prefix renders
     agree with the whole, the region's start and end match differential rendering."""
-    eot = CASES[d.name].eot
+    eot, trailer = CASES[d.name].eot, CASES[d.name].trailer
     for i, (h_start, h_end, end) in d.regions().items():
         before = d.stock(d.messages[:i])
+        assert before.endswith(trailer)
+        before = before[: len(before) - len(trailer)]
         prompt = d.stock(d.messages[:i], add_generation_prompt=True)
         assert prompt.startswith(before)
         generation_prompt = prompt[len(before) :]
