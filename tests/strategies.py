@@ -70,12 +70,12 @@ TOOLS = [
 
 
 @st.composite
-def tool_calls(draw) -> list[dict]:
-    n = draw(st.integers(1, 3))
+def tool_calls(draw, *, max_calls: int = 3, string_arguments: bool = True) -> list[dict]:
+    n = draw(st.integers(1, max_calls))
     calls = []
     for _ in range(n):
         arguments = {"city": draw(texts())}
-        if draw(st.booleans()):
+        if string_arguments and draw(st.booleans()):
             arguments = json.dumps(arguments, ensure_ascii=draw(st.booleans()))
         calls.append({"type": "function", "function": {"name": "get_weather", "arguments": arguments}})
     return calls
@@ -91,6 +91,9 @@ def conversations(
     alternate: bool = False,
     system: bool = True,
     max_turns: int = 40,
+    max_tool_calls: int = 3,
+    tool_role_names: tuple[str, ...] = ("tool",),
+    string_arguments: bool = True,
 ) -> tuple[list[dict], list[dict] | None]:
     """A conversation with at least one assistant turn, and its tools (or None).
 
@@ -101,6 +104,10 @@ def conversations(
         alternate: strict user/assistant alternation (Gemma).
         system: allow a leading system message.
         max_turns: most user/assistant exchanges.
+        max_tool_calls: most tool calls in one assistant message (Llama 3.1: 1).
+        tool_role_names: roles tool results are drawn with (Llama 3.1 also reads "ipython").
+        string_arguments: also draw tool-call arguments as JSON strings, not only dicts
+            (Llama 3.1's builtin-tool syntax iterates over a dict).
     """
     # Mostly short conversations, sometimes up to max_turns messages of exchanges.
     n_exchanges = draw(st.one_of(st.integers(1, 3), st.integers(1, max(1, max_turns // 2))))
@@ -120,13 +127,14 @@ def conversations(
                     message["content"] = f"<think>\n{thought}\n</think>\n\n" + message["content"]
             has_calls = tools and draw(st.booleans())
             if has_calls:
-                message["tool_calls"] = draw(tool_calls())
+                message["tool_calls"] = draw(tool_calls(max_calls=max_tool_calls, string_arguments=string_arguments))
                 if draw(st.booleans()):
                     message["content"] = ""
             messages.append(message)
             if has_calls and tool_role:
                 for _ in range(len(message["tool_calls"])):
-                    messages.append({"role": "tool", "content": draw(texts())})
+                    role = draw(st.sampled_from(tool_role_names)) if len(tool_role_names) > 1 else tool_role_names[0]
+                    messages.append({"role": role, "content": draw(texts())})
     if alternate or not draw(st.booleans()):
         # End on an assistant turn most of the time (some templates require it).
         while messages[-1]["role"] != "assistant":

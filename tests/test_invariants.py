@@ -29,7 +29,34 @@ class Case:
     parts: bool = False  # the stock template reads only typed content parts
     template: str | None = None  # registered annotation expected, when not the case's own name
     trailer: str = ""  # text the stock template appends only when add_generation_prompt is false (Phi-3's eos)
+    other_eots: tuple[str, ...] = ()  # other end-of-turn strings a reply may end with (Llama 3.1's <|eom_id|>)
 
+
+# Llama 3.2 writes strftime_now() when no date_string is passed: labelmask freezes it,
+# transformers does not, so every case passes a date. Tools go into the first user
+# message by default, into the system block with tools_in_user_message=False.
+LLAMA_TOOLS_KWARGS = st.sampled_from(
+    [
+        {"date_string": "26 Jul 2024"},
+        {"date_string": "01 Jan 2026"},
+        {"date_string": "26 Jul 2024", "tools_in_user_message": False},
+        {"date_string": "01 Jan 2026", "tools_in_user_message": False},
+    ]
+)
+
+# builtin_tools switches Llama 3.1 to ipython mode: a tool call ends with <|eom_id|>, and a
+# call to a builtin tool is written <|python_tag|>name.call(arg="value"), from dict arguments.
+LLAMA31_BUILTIN_KWARGS = st.sampled_from(
+    [
+        {"date_string": "26 Jul 2024", "builtin_tools": ["brave_search", "wolfram_alpha"]},
+        {"date_string": "26 Jul 2024", "builtin_tools": ["get_weather", "code_interpreter"]},
+        {
+            "date_string": "01 Jan 2026",
+            "builtin_tools": ["code_interpreter", "get_weather"],
+            "tools_in_user_message": False,
+        },
+    ]
+)
 
 CASES = {
     "qwen3": Case(
@@ -43,6 +70,25 @@ CASES = {
     "phi3": Case(conversations(), "<|end|>", trailer="<|endoftext|>"),
     "phi3.5": Case(conversations(), "<|end|>", trailer="<|endoftext|>"),
     "gemma": Case(conversations(alternate=True, system=False), "<end_of_turn>"),
+    "llama3.1": Case(
+        conversations(tools=True, tool_role=True, max_tool_calls=1, tool_role_names=("tool", "ipython")),
+        "<|eot_id|>",
+        LLAMA_TOOLS_KWARGS,
+    ),
+    "llama3.1-builtin": Case(
+        conversations(
+            tools=True, tool_role=True, max_tool_calls=1, tool_role_names=("tool", "ipython"), string_arguments=False
+        ),
+        "<|eot_id|>",
+        LLAMA31_BUILTIN_KWARGS,
+        template="llama3.1",
+        other_eots=("<|eom_id|>",),
+    ),
+    "llama3.2": Case(
+        conversations(tools=True, tool_role=True, max_tool_calls=1, tool_role_names=("tool", "ipython")),
+        "<|eot_id|>",
+        LLAMA_TOOLS_KWARGS,
+    ),
 }
 NAMES = sorted(CASES)
 
@@ -132,7 +178,8 @@ def check_header_is_the_generation_prompt(d):
         whole = d.stock(d.messages[: i + 1])
         if d.out.text.startswith(prompt) or not whole.startswith(prompt):
             continue  # first turn or a rewritten history: no differential reference
-        reply_end = whole.rindex(eot) + len(eot) if eot else len(whole)
+        ends = [whole.rfind(e) + len(e) for e in (eot, *CASES[d.name].other_eots) if eot and e in whole]
+        reply_end = max(ends) if eot else len(whole)
         if d.out.text.startswith(whole[:reply_end]):
             assert (len(prompt), reply_end) == (h_end, end)
 
@@ -180,12 +227,15 @@ def check_completeness(d):
 
 def check_end_of_turn_is_trained(d):
     """The end-of-turn token after each reply is trained; the next turn's header is not."""
-    if CASES[d.name].eot is None:
+    case = CASES[d.name]
+    if case.eot is None:
         return
-    eot_id = d.tokenizer.convert_tokens_to_ids(CASES[d.name].eot)
     labels, ids, starts = d.out["labels"], d.out["input_ids"], d.out.offsets[:, 0]
     for _, _, end in d.regions().values():
-        t = int(np.searchsorted(starts, end - len(CASES[d.name].eot)))
+        # The reply ends with the case's end-of-turn string, or one of its others.
+        eot = next((e for e in (case.eot, *case.other_eots) if d.out.text.endswith(e, 0, end)), case.eot)
+        eot_id = d.tokenizer.convert_tokens_to_ids(eot)
+        t = int(np.searchsorted(starts, end - len(eot)))
         assert ids[t] == eot_id
         assert labels[t] == eot_id
         if t + 1 < len(ids):
