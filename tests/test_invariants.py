@@ -64,6 +64,12 @@ CASES = {
         "<|im_end|>",
         st.sampled_from([{}, {"enable_thinking": False}, {"enable_thinking": True}]),
     ),
+    "qwen3-trl": Case(
+        conversations(tools=True, tool_role=True, reasoning=True),
+        "<|im_end|>",
+        st.sampled_from([{}, {"enable_thinking": False}, {"enable_thinking": True}]),
+    ),
+    "qwen2.5": Case(conversations(tools=True, tool_role=True), "<|im_end|>"),
     "llama3": Case(conversations(), "<|eot_id|>"),
     "gemma3": Case(conversations(alternate=True), "<end_of_turn>"),
     "llava-1.5": Case(conversations(), None, parts=True),
