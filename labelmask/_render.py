@@ -249,29 +249,24 @@ def compile_template(source: str, *, mode: str, name: str) -> jinja2.Template:
 def _render(template: jinja2.Template, variables: dict[str, Any], name: str) -> str:
     try:
         return template.render(**variables)
-    except jinja2.TemplateError as exc:
-        if isinstance(exc, jinja2.TemplateSyntaxError):
-            raise
-        index = getattr(exc, "labelmask_message_index", None)
-        where = f" at message {index}" if index is not None else ""
-        msg = (
-            f"The chat template {name!r} rejected the conversation{where}: {exc}. "
-            "This is the template's own check; fix the conversation (e.g. alternate user/assistant turns)."
-        )
-        raise TemplateRaisedError(msg, message_index=index, template=name) from exc
     except AnnotationError as exc:
         exc.template = name
         raise
     except Exception as exc:
-        # A template fed data it does not expect fails with whatever Python raises
-        # ('str' + list, a missing key); name it as the template's failure.
         index = getattr(exc, "labelmask_message_index", None)
         where = f" at message {index}" if index is not None else ""
-        msg = (
-            f"The chat template {name!r} failed on this conversation{where}: {type(exc).__name__}: {exc}. "
-            "Check that message's fields have the types this template expects."
-        )
-        raise TemplateRaisedError(msg, message_index=index, template=name) from exc
+        if isinstance(exc, jinja2.TemplateError):
+            what = (
+                f"rejected the conversation{where}: {exc}. This is the template's own check; "
+                "fix the conversation (e.g. alternate user/assistant turns)."
+            )
+        else:
+            # A template fed data it does not expect fails with whatever Python raises ('str' + list).
+            what = (
+                f"failed on this conversation{where}: {type(exc).__name__}: {exc}. "
+                "Check that the message's fields have the types this template expects."
+            )
+        raise TemplateRaisedError(f"The chat template {name!r} {what}", message_index=index, template=name) from exc
 
 
 def render_stock(template: jinja2.Template, variables: dict[str, Any], name: str) -> str:
