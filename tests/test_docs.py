@@ -31,3 +31,11 @@ def test_quickstart_runs_and_brackets_only_the_replies():
     assert "[Paris]" in out
     assert "What's the weather in Paris?<|im_end|>" in out  # the user turn, unbracketed
     assert "n_trained=" in out
+
+
+def test_reference_names_every_public_name():
+    import labelmask
+
+    reference = (ROOT / "docs" / "reference.md").read_text(encoding="utf-8")
+    missing = [name for name in labelmask.__all__ if f"`{name}" not in reference]
+    assert missing == []
