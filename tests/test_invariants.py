@@ -70,6 +70,7 @@ CASES = {
         st.sampled_from([{}, {"enable_thinking": False}, {"enable_thinking": True}]),
     ),
     "qwen2.5": Case(conversations(tools=True, tool_role=True), "<|im_end|>"),
+    "qwen3-instruct-2507": Case(conversations(tools=True, tool_role=True), "<|im_end|>"),
     "llama3": Case(conversations(), "<|eot_id|>"),
     "gemma3": Case(conversations(alternate=True), "<end_of_turn>"),
     "llava-1.5": Case(conversations(), None, parts=True),
