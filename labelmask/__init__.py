@@ -22,6 +22,7 @@ from labelmask.errors import (
     TemplateNotFoundError,
     TemplateRaisedError,
     TokenizerError,
+    UnverifiedTemplateError,
 )
 
 __all__ = [
@@ -40,6 +41,7 @@ __all__ = [
     "TemplateNotFoundError",
     "TemplateRaisedError",
     "TokenizerError",
+    "UnverifiedTemplateError",
     "mask_conversation",
     "register_template",
     "template_hash",

@@ -13,10 +13,11 @@ from typing import Any
 import numpy as np
 
 from labelmask._align import align
+from labelmask._derive import derive
 from labelmask._encode import Encoded, backend_of, encode
 from labelmask._messages import normalize_conversation, plain_kwargs
 from labelmask._policy import IGNORE_INDEX, Policy, apply_policy
-from labelmask._registry import AnnotatedTemplate, find_template, get_template
+from labelmask._registry import AnnotatedTemplate, find_template, get_template, template_hash
 from labelmask._render import Span, compile_template, named_spans, render_annotated, render_stock
 from labelmask.errors import (
     ConversationError,
@@ -42,7 +43,12 @@ class MaskReport:
     """What happened to one sample.
 
     Attributes:
-        template: Name of the annotated template used.
+        template: Name of the annotated template used (``"unregistered-<hash prefix>"``
+            for a chat template without one).
+        method: How the spans were found: ``"annotated"`` (a registered annotation),
+            or, for an unregistered template, ``"generation"`` (its own
+            ``{% generation %}`` blocks) or ``"differential"`` (prefix renders,
+            verified); see docs/how-it-works.md.
         n_tokens: Tokens in the sample.
         n_trained: Tokens with a label (not -100).
         n_straddle: Trained tokens that merge a header's end with the reply's start.
@@ -52,6 +58,7 @@ class MaskReport:
     """
 
     template: str
+    method: str
     n_tokens: int
     n_trained: int
     n_straddle: int
@@ -119,8 +126,16 @@ class MaskedConversation(Mapping):
 
 
 @lru_cache(maxsize=128)
-def _resolve(stock_source: str, name: str | None) -> AnnotatedTemplate:
-    return get_template(name) if name is not None else find_template(stock_source)
+def _resolve(stock_source: str, name: str | None, fallback: bool) -> AnnotatedTemplate | None:
+    """The annotation to use, or ``None`` to derive spans from the stock template itself."""
+    if name is not None:
+        return get_template(name)
+    try:
+        return find_template(stock_source)
+    except TemplateNotFoundError:
+        if fallback:
+            return None
+        raise
 
 
 def _stock_source(tokenizer: Any, tools: Any) -> str:
@@ -159,6 +174,7 @@ def mask_conversation(
     return_tensors: str | None = None,
     template: str | None = None,
     verify: bool = False,
+    fallback: bool = True,
     **template_kwargs: Any,
 ) -> MaskedConversation:
     """Tokenize a conversation as its chat template does and label what to train.
@@ -179,6 +195,12 @@ def mask_conversation(
             every shipped annotation is proven identical by the property suite
             (``tests/test_invariants.py``); turn it on for data unlike anything
             those strategies draw, or for a template you annotated yourself.
+        fallback: For a chat template no annotation matches, derive the spans from
+            the stock template itself and verify them on this conversation (several
+            renders per conversation; :class:`MaskReport` ``.method`` says which way);
+            conversations they cannot be verified for raise
+            :class:`~labelmask.errors.UnverifiedTemplateError`. ``False`` raises
+            :class:`~labelmask.errors.TemplateNotFoundError` instead.
         **template_kwargs: Passed to the template (``enable_thinking=False``, ``date_string=...``).
 
     Returns:
@@ -186,7 +208,8 @@ def mask_conversation(
 
     Raises:
         ConversationError: malformed messages.
-        TemplateNotFoundError: no annotation for the tokenizer's chat template.
+        TemplateNotFoundError: no annotation for the tokenizer's chat template (with ``fallback=False``).
+        UnverifiedTemplateError: no annotation, and the derived spans fail their checks on this conversation.
         TemplateRaisedError: the template rejected the conversation.
         RenderParityError: with ``verify=True``, the annotated render differs from the stock render.
         TokenizerError: not a fast tokenizer.
@@ -214,8 +237,9 @@ def mask_conversation(
         raise TokenizerError(msg)
     backend = backend_of(processor)
     stock_source = _stock_source(processor, tools)
-    annotated = _resolve(stock_source, template)
-    conversation = normalize_conversation(messages, tools, content_format=annotated.content_format)
+    annotated = _resolve(stock_source, template, fallback)
+    content_format = annotated.content_format if annotated is not None else "text"
+    conversation = normalize_conversation(messages, tools, content_format=content_format)
 
     variables = {
         **processor.special_tokens_map,
@@ -226,28 +250,20 @@ def mask_conversation(
         "documents": template_kwargs.get("documents"),
         "add_generation_prompt": False,
     }
-    n_messages = len(conversation.messages)
-    annotated_template = compile_template(annotated.source, mode="annotate", name=annotated.name)
-    expected = None
-    try:
-        if verify:
-            stock_template = compile_template(stock_source, mode="stock", name=annotated.name)
-            expected = render_stock(stock_template, variables, annotated.name)
-        rendered = render_annotated(
-            annotated_template, variables, annotated.name, expected=expected, n_messages=n_messages
-        )
-    except TemplateRaisedError:
-        # Rendered in trace mode, the annotation raises the same error from inside a turn, naming the message.
-        trace = compile_template(annotated.source, mode="trace", name=annotated.name)
-        render_annotated(trace, variables, annotated.name, expected=None, n_messages=n_messages)
-        raise
+    if annotated is None:
+        name = "unregistered-" + template_hash(stock_source).removeprefix("sha256:")[:12]
+        rendered, method = derive(stock_source, variables, conversation, name=name, processor=processor, policy=policy)
+    else:
+        name, method = annotated.name, "annotated"
+        rendered = _render_annotated(annotated, stock_source, variables, len(conversation.messages), verify)
     encoded = encode(backend, rendered.text)
     aligned = align(rendered, encoded, conversation.roles)
     decision = apply_policy(aligned, policy)
 
     n_trained = int(decision.trained.sum())
     report = MaskReport(
-        template=annotated.name,
+        template=name,
+        method=method,
         n_tokens=len(encoded.ids),
         n_trained=n_trained,
         n_straddle=decision.n_straddle,
@@ -257,13 +273,13 @@ def mask_conversation(
         trained_roles = ", ".join(sorted(policy.roles))
         n_messages = len(conversation.messages)
         msg = (
-            f"Nothing to train: under template {annotated.name!r} no token of this {n_messages}-message "
+            f"Nothing to train: under template {name!r} no token of this {n_messages}-message "
             f"conversation belongs to a trained role ({trained_roles}) with text to learn. "
             "Every label would be -100 (zero loss, NaN gradients in a batch of such samples). "
             "Drop the sample, add an assistant reply, or pass Policy(on_empty='keep') to receive it "
             "and count it yourself."
         )
-        raise NothingToTrainError(msg, template=annotated.name)
+        raise NothingToTrainError(msg, template=name)
     labels = np.where(decision.trained, encoded.ids, IGNORE_INDEX)
     arrays = {
         "input_ids": encoded.ids,
@@ -276,3 +292,20 @@ def mask_conversation(
     return MaskedConversation(
         arrays, return_tensors, text=rendered.text, encoded=encoded, spans=rendered.spans, report=report
     )
+
+
+def _render_annotated(
+    annotated: AnnotatedTemplate, stock_source: str, variables: dict[str, Any], n_messages: int, verify: bool
+) -> Any:
+    template = compile_template(annotated.source, mode="annotate", name=annotated.name)
+    expected = None
+    try:
+        if verify:
+            stock_template = compile_template(stock_source, mode="stock", name=annotated.name)
+            expected = render_stock(stock_template, variables, annotated.name)
+        return render_annotated(template, variables, annotated.name, expected=expected, n_messages=n_messages)
+    except TemplateRaisedError:
+        # Rendered in trace mode, the annotation raises the same error from inside a turn, naming the message.
+        trace = compile_template(annotated.source, mode="trace", name=annotated.name)
+        render_annotated(trace, variables, annotated.name, expected=None, n_messages=n_messages)
+        raise

@@ -109,7 +109,10 @@ class _SpanExtension(jinja2.ext.Extension):
     * ``"annotate"``: its body between sentinel strings written inline as template
       data, so a span costs nothing at render time but the marker characters;
     * ``"trace"``: a call block that also records which turn an exception was
-      raised in; used only to name the message when a template raises.
+      raised in; used only to name the message when a template raises;
+    * ``"generation"``: for a stock template that carries ``{% generation %}``
+      tags, each block becomes a ``content`` span of the message in the
+      template's ``message`` variable (see ``_derive.py``).
     """
 
     tags = {"span", "generation"}
@@ -118,7 +121,20 @@ class _SpanExtension(jinja2.ext.Extension):
         token = next(parser.stream)
         lineno = token.lineno
         if token.value == "generation":
-            return parser.parse_statements(("name:endgeneration",), drop_needle=True)
+            body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
+            if self.environment.labelmask_mode != "generation":
+                return body
+            # A stock template's own {% generation %} block: assistant output of the message held by
+            # the template's loop variable (looked up by identity, as spans are). Loop variables are
+            # compiled to locals, so the usual names are read directly; a block where none holds a
+            # message (Phi-3's closing eos after the loop) names none (see render_annotated).
+            names = jinja2.nodes.Tuple([jinja2.nodes.Name(n, "load") for n in _LOOP_NAMES], "load")
+            opening = [
+                jinja2.nodes.TemplateData(_OPEN + _KIND_CHAR["content"]),
+                jinja2.nodes.Filter(names, "labelmask_owner", [], [], None, None),
+            ]
+            close = jinja2.nodes.Output([jinja2.nodes.TemplateData(_CLOSE)])
+            return [jinja2.nodes.Output(opening).set_lineno(lineno), *body, close]
         kind = parser.parse_expression()
         if not isinstance(kind, jinja2.nodes.Const) or kind.value not in _KIND_CHAR:
             parser.fail(f"a span's kind must be one of {', '.join(map(repr, _KINDS))}", lineno)
@@ -160,6 +176,19 @@ def _index_filter(context: Any, message: Any) -> str:
     if type(message) is int and 0 <= message < 4096:
         return _ENCODED_INDEX[message]
     return str(_message_index(context, message)).translate(_TO_DIGITS)
+
+
+_LOOP_NAMES = ("message", "m", "msg", "turn", "item", "entry")
+
+
+@jinja2.pass_context
+def _owner_filter(context: Any, candidates: tuple) -> str:
+    messages = context.get("_labelmask_messages") or ()
+    for candidate in candidates:
+        for i, message in enumerate(messages):
+            if candidate is message:
+                return str(i).translate(_TO_DIGITS)
+    return ""
 
 
 def _message_index(context: Any, message: Any) -> int:
@@ -226,6 +255,7 @@ def _make_env(mode: str) -> jinja2.sandbox.ImmutableSandboxedEnvironment:
     env = cls(trim_blocks=True, lstrip_blocks=True, extensions=[_SpanExtension, jinja2.ext.loopcontrols])
     env.filters["tojson"] = _tojson
     env.filters["labelmask_index"] = _index_filter
+    env.filters["labelmask_owner"] = _owner_filter
     env.globals["raise_exception"] = _raise_exception
     env.globals["strftime_now"] = _strftime_now
     env.globals["dict"] = _Dict()
@@ -233,12 +263,12 @@ def _make_env(mode: str) -> jinja2.sandbox.ImmutableSandboxedEnvironment:
     return env
 
 
-_ENVS = {mode: _make_env(mode) for mode in ("stock", "annotate", "trace")}
+_ENVS = {mode: _make_env(mode) for mode in ("stock", "annotate", "trace", "generation")}
 
 
 @lru_cache(maxsize=64)
 def compile_template(source: str, *, mode: str, name: str) -> jinja2.Template:
-    """Compile (once) a template for ``mode``: ``"stock"``, ``"annotate"`` or ``"trace"``."""
+    """Compile (once) a template for ``mode``: ``"stock"``, ``"annotate"``, ``"trace"`` or ``"generation"``."""
     try:
         return _ENVS[mode].from_string(source)
     except jinja2.TemplateSyntaxError as exc:
@@ -275,7 +305,13 @@ def render_stock(template: jinja2.Template, variables: dict[str, Any], name: str
 
 
 def render_annotated(
-    template: jinja2.Template, variables: dict[str, Any], name: str, *, expected: str | None, n_messages: int
+    template: jinja2.Template,
+    variables: dict[str, Any],
+    name: str,
+    *,
+    expected: str | None,
+    n_messages: int,
+    inherit_orphans: bool = False,
 ) -> Rendered:
     """Render an annotated template, strip its span markers and locate every part.
 
@@ -285,6 +321,9 @@ def render_annotated(
         name: The annotated template's name, for error messages.
         expected: The stock render, which the stripped text must equal; ``None`` skips the check.
         n_messages: Number of messages, to validate the indices spans name.
+        inherit_orphans: A part span outside every turn that names no message belongs
+            to the message of the span closed last (for ``{% generation %}`` blocks
+            written after a template's loop); otherwise it is an error.
 
     Raises:
         RenderParityError: the stripped text differs from ``expected``.
@@ -320,6 +359,8 @@ def render_annotated(
             kind, part = _CHAR_KIND[code]
             digits = all_digits[j - 1]
             message = int(digits.translate(_FROM_DIGITS)) if digits else top_message
+            if message == -1 and kind != _TURN and inherit_orphans and spans:
+                message = spans[-1][1]
             if message == -1 and kind != _TURN:
                 msg = (
                     f"annotated template {name!r}: a {Part(kind).name.lower()!r} span is outside every turn "

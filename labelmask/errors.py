@@ -7,6 +7,7 @@ callers that do not know labelmask::
     LabelmaskError(Exception)
     ├── ConversationError(LabelmaskError, ValueError)       the messages are malformed
     ├── TemplateNotFoundError(LabelmaskError, LookupError)   no annotation for this chat template
+    │   └── UnverifiedTemplateError                          ... and spans derived without one fail their checks
     ├── TemplateRaisedError(LabelmaskError, ValueError)      the chat template itself rejected the input
     ├── AnnotationError(LabelmaskError, ValueError)          an annotated template is broken
     │   └── RenderParityError                                annotated render != stock render
@@ -28,6 +29,7 @@ __all__ = [
     "TemplateNotFoundError",
     "TemplateRaisedError",
     "TokenizerError",
+    "UnverifiedTemplateError",
 ]
 
 
@@ -52,6 +54,10 @@ class ConversationError(LabelmaskError, ValueError):
 
 class TemplateNotFoundError(LabelmaskError, LookupError):
     """No annotated template is registered for the tokenizer's chat template."""
+
+
+class UnverifiedTemplateError(TemplateNotFoundError):
+    """No annotation matches, and the spans derived without one could not be verified for this conversation."""
 
 
 class TemplateRaisedError(LabelmaskError, ValueError):
