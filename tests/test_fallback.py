@@ -1,0 +1,236 @@
+"""Templates nobody annotated: spans derived per conversation, verified, or refused.
+
+Over every stock template of TRL's wheel that has no registered annotation, each
+drawn conversation is either masked correctly (checked against transformers and
+against markers planted in every message) or refused with a labelmask error;
+never silently wrong. The tokenizer is the Qwen3 vocabulary with the template's
+control tokens added as special tokens (a stand-in: no other vocabularies are
+vendored); the derivation only needs the template and a fast tokenizer.
+"""
+
+from __future__ import annotations
+
+import collections
+import re
+from functools import cache
+
+import numpy as np
+import pytest
+import time_machine
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import labelmask
+from labelmask._render import FROZEN_NOW
+from tests.fixtures import HERE, load_tokenizer
+from tests.strategies import conversations
+from tests.test_invariants import CASES
+
+TRL = HERE / "templates" / "trl"
+# TRL's stock templates (its training variants end in _training).
+STOCK = sorted(p.name for p in TRL.glob("*.jinja") if not p.stem.endswith("_training"))
+REGISTERED = {h for t in labelmask.templates().values() for h in t.matches}
+UNANNOTATED = [f for f in STOCK if labelmask.template_hash((TRL / f).read_text()) not in REGISTERED]
+
+# Control tokens written in the templates' string literals: <|...|>, <｜...｜>, <...|>, <start_of_turn> ...
+_CONTROL = re.compile(
+    r"<[|｜][^<>'\"\s]{1,40}[|｜]>|<[a-z_]{2,30}\|>|<\|[a-z_]{2,30}>|<(?:start|end)_of_[a-z_]+>"
+    r"|<end_of_utterance>|</?s>|\[/?INST\]|\[/?(?:TOOL_CALLS|AVAILABLE_TOOLS|TOOL_RESULTS)\]"
+)
+
+
+@cache
+def tokenizer_for(file: str):
+    tokenizer = load_tokenizer("qwen3")
+    source = (TRL / file).read_text()
+    vocab = tokenizer.get_vocab()
+    tokenizer.add_tokens([t for t in sorted(set(_CONTROL.findall(source))) if t not in vocab], special_tokens=True)
+    tokenizer.chat_template = source
+    return tokenizer
+
+
+MIXED = st.one_of(
+    conversations(max_turns=8),
+    conversations(alternate=True, max_turns=8),
+    conversations(tools=True, tool_role=True, reasoning=True, max_turns=8),
+)
+MARK = "⟦{}⟧"  # planted at the start of every message's content, to find each message in the render
+
+
+def plant(messages):
+    planted = []
+    for i, m in enumerate(messages):
+        m = dict(m)
+        m["content"] = MARK.format(i) + (m.get("content") or "")
+        planted.append(m)
+    return planted
+
+
+def stock(tokenizer, messages, tools, **kwargs):
+    # labelmask renders strftime_now() at a fixed instant (gpt-oss writes today's date);
+    # transformers reads the clock, so it renders at the same instant for comparison.
+    with time_machine.travel(FROZEN_NOW, tick=False):
+        return tokenizer.apply_chat_template(messages, tools=tools, **kwargs)
+
+
+def check_masked(tokenizer, messages, tools, out):
+    """The invariants, with references outside labelmask's derivation."""
+    text = stock(tokenizer, messages, tools, tokenize=False)
+    assert out.text == text
+    ids = stock(tokenizer, messages, tools, tokenize=True)["input_ids"]
+    assert out["input_ids"].tolist() == ids
+    trained = out["labels"] != labelmask.IGNORE_INDEX
+    assert (out["role"][trained] == labelmask.Role.ASSISTANT).all()
+    covered = np.zeros(len(text), dtype=bool)
+    for a, b in out.offsets[trained]:
+        covered[a:b] = True
+    for i, m in enumerate(messages):
+        mark = MARK.format(i)
+        where = [k.start() for k in re.finditer(re.escape(mark), text)]
+        if m["role"] == "assistant":
+            # A reply is trained wherever its turn is written after its generation prompt
+            # (the derivation checks that; here the marker must be covered).
+            for k in where:
+                assert covered[k : k + len(mark)].all(), f"message {i}'s reply is not trained"
+        else:
+            for k in where:
+                assert not covered[k : k + len(mark)].any(), f"message {i} ({m['role']}) is trained"
+    if out.report.method == "differential":
+        # Training starts exactly where a model would start generating.
+        for i, m in enumerate(messages):
+            if m["role"] != "assistant":
+                continue
+            prompt = stock(tokenizer, messages[:i], tools, tokenize=False, add_generation_prompt=True)
+            assert text.startswith(prompt)
+            before = np.flatnonzero(trained & (out.offsets[:, 1] <= len(prompt)))
+            assert not len(before) or out["message_index"][before].max() < i
+
+
+@pytest.mark.parametrize("file", UNANNOTATED)
+def test_fallback_masks_correctly_or_refuses(file, capsys):
+    tokenizer = tokenizer_for(file)
+    outcomes: collections.Counter = collections.Counter()
+
+    # Half the profile's examples per template (100 in CI): there are about thirty templates.
+    @settings(max_examples=max(1, settings.default.max_examples // 2))
+    @given(drawn=MIXED)
+    def run(drawn):
+        messages, tools = drawn
+        messages = plant(messages)
+        try:
+            out = labelmask.mask_conversation(messages, tokenizer, tools=tools, return_tensors="np")
+        except labelmask.LabelmaskError as exc:
+            assert str(exc)
+            assert isinstance(exc, labelmask.TemplateRaisedError) or exc.template.startswith("unregistered-")
+            if isinstance(exc, labelmask.UnverifiedTemplateError):
+                assert "register_template" in str(exc)
+            outcomes[type(exc).__name__] += 1
+            return
+        assert out.report.method in ("differential", "generation")
+        check_masked(tokenizer, messages, tools, out)
+        outcomes["masked"] += 1
+
+    run()
+    with capsys.disabled():
+        print(f"\n{file}: {dict(sorted(outcomes.items()))}")
+
+
+# --- Example tests ---------------------------------------------------------------------------
+
+USER_ASSISTANT = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]
+
+
+def unregistered(name: str, source: str):
+    """Setup ``name``'s tokenizer with its stock template made unrecognisable (a trailing comment)."""
+    tokenizer = load_tokenizer(name)
+    tokenizer.chat_template = source + "{# not the registered revision #}"
+    return tokenizer
+
+
+def test_without_fallback_an_unregistered_template_raises_naming_it():
+    tok = load_tokenizer("llama2")
+    tok.chat_template = "{% for m in messages %}### {{ m['role'] }}\n{{ m['content'] }}\n{% endfor %}"
+    with pytest.raises(
+        labelmask.TemplateNotFoundError, match=r"sha256:[0-9a-f]{64}, first line \"\{% for m in messages"
+    ) as info:
+        labelmask.mask_conversation(USER_ASSISTANT, tok, fallback=False)
+    assert not isinstance(info.value, labelmask.UnverifiedTemplateError)
+
+
+def test_a_template_without_generation_prompt_trains_what_a_model_would_have_to_write():
+    # No add_generation_prompt branch: prompted with the user turn alone, a model must write
+    # the "### assistant" line itself, so that is part of what it learns.
+    tok = load_tokenizer("llama2")
+    tok.chat_template = "{% for m in messages %}### {{ m['role'] }}\n{{ m['content'] }}\n{% endfor %}"
+    out = labelmask.mask_conversation(USER_ASSISTANT, tok)
+    assert out.report.method == "differential"
+    trained = [t for t, label in zip(out["input_ids"], out["labels"]) if label != labelmask.IGNORE_INDEX]
+    assert tok.decode(trained) == "### assistant\nb\n"
+
+
+def test_a_template_that_rewrites_history_is_refused_at_the_rewritten_turn():
+    # Qwen3 drops the reasoning of assistant turns before the last user query.
+    tok = unregistered("qwen3", load_tokenizer("qwen3").chat_template)
+    messages = [
+        {"role": "user", "content": "q1"},
+        {"role": "assistant", "content": "a1", "reasoning_content": "thinking about q1"},
+        {"role": "user", "content": "q2"},
+        {"role": "assistant", "content": "a2"},
+    ]
+    with pytest.raises(labelmask.UnverifiedTemplateError, match="at message 1: the template renders") as info:
+        labelmask.mask_conversation(messages, tok)
+    assert info.value.message_index == 1
+    assert "register_template" in str(info.value)
+    # Even without reasoning, Qwen3 writes an empty think block only into the last turn.
+    del messages[1]["reasoning_content"]
+    with pytest.raises(labelmask.UnverifiedTemplateError, match="at message 1"):
+        labelmask.mask_conversation(messages, tok)
+    # One exchange rewrites nothing: the derived mask is used, and equals the annotation's.
+    derived = labelmask.mask_conversation(messages[2:], tok)
+    annotated = labelmask.mask_conversation(messages[2:], load_tokenizer("qwen3"))
+    assert (derived.report.method, annotated.report.method) == ("differential", "annotated")
+    assert derived["labels"] == annotated["labels"]
+
+
+def test_policies_the_derivation_cannot_honour_are_refused():
+    tok = unregistered("qwen3", load_tokenizer("qwen3").chat_template)
+    for policy in (labelmask.Policy(roles={"user", "assistant"}), labelmask.Policy(reasoning=False)):
+        with pytest.raises(labelmask.UnverifiedTemplateError, match="the policy asks for"):
+            labelmask.mask_conversation(USER_ASSISTANT, tok, policy=policy)
+
+
+def test_an_end_of_conversation_suffix_is_not_trained():
+    # Phi-3 appends <|endoftext|> only at the very end; the reply's own <|end|> is its end of turn.
+    tok = unregistered("phi3", load_tokenizer("phi3").chat_template)
+    out = labelmask.mask_conversation(USER_ASSISTANT * 2, tok)
+    trained = tok.decode([t for t, label in zip(out["input_ids"], out["labels"]) if label != labelmask.IGNORE_INDEX])
+    assert out.text.endswith("<|end|>\n<|endoftext|>")
+    assert trained == "b<|end|>b<|end|>"
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_derived_labels_equal_the_annotation_wherever_the_derivation_is_verified(name, tokenizers, capsys):
+    """The annotated templates, made unrecognisable: the derived mask, when not refused, is the annotated one."""
+    case = CASES[name]
+    annotated_tok = tokenizers[name]
+    tok = unregistered(name, annotated_tok.chat_template)
+    outcomes: collections.Counter = collections.Counter()
+
+    @settings(max_examples=max(1, settings.default.max_examples // 4))
+    @given(drawn=case.strategy, kwargs=case.kwargs)
+    def run(drawn, kwargs):
+        messages, tools = drawn
+        annotated = labelmask.mask_conversation(messages, annotated_tok, tools=tools, **kwargs)
+        try:
+            derived = labelmask.mask_conversation(messages, tok, tools=tools, **kwargs)
+        except labelmask.UnverifiedTemplateError:
+            outcomes["refused"] += 1
+            return
+        assert derived.text == annotated.text
+        assert derived["input_ids"] == annotated["input_ids"]
+        assert derived["labels"] == annotated["labels"]
+        outcomes["equal"] += 1
+
+    run()
+    with capsys.disabled():
+        print(f"\n{name}: {dict(sorted(outcomes.items()))}")
