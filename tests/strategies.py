@@ -94,6 +94,8 @@ def conversations(
     max_tool_calls: int = 3,
     tool_role_names: tuple[str, ...] = ("tool",),
     string_arguments: bool = True,
+    image_roles: tuple[str, ...] = (),
+    image_parts: tuple[dict, ...] = ({"type": "image"},),
 ) -> tuple[list[dict], list[dict] | None]:
     """A conversation with at least one assistant turn, and its tools (or None).
 
@@ -108,6 +110,8 @@ def conversations(
         tool_role_names: roles tool results are drawn with (Llama 3.1 also reads "ipython").
         string_arguments: also draw tool-call arguments as JSON strings, not only dicts
             (Llama 3.1's builtin-tool syntax iterates over a dict).
+        image_roles: roles whose content may be drawn as typed parts: text parts and
+            image parts (drawn from ``image_parts``) in any order, never an empty list.
     """
     # Mostly short conversations, sometimes up to max_turns messages of exchanges.
     n_exchanges = draw(st.one_of(st.integers(1, 3), st.integers(1, max(1, max_turns // 2))))
@@ -139,4 +143,20 @@ def conversations(
         # End on an assistant turn most of the time (some templates require it).
         while messages[-1]["role"] != "assistant":
             messages.pop()
+    for message in messages:
+        if message["role"] in image_roles and draw(st.booleans()):
+            message["content"] = draw(typed_parts(message["content"], image_parts))
     return messages, (TOOLS if tools and draw(st.booleans()) else None)
+
+
+@st.composite
+def typed_parts(draw, text: str, image_parts: tuple[dict, ...]) -> list[dict]:
+    """Typed content: ``text`` as a text part (sometimes followed by another), and up to
+    two image parts, shuffled; sometimes only images. Never an empty list."""
+    n_images = draw(st.integers(0, 2))
+    parts = [dict(draw(st.sampled_from(image_parts))) for _ in range(n_images)]
+    if not n_images or draw(st.integers(0, 3)):
+        parts.append({"type": "text", "text": text})
+        if draw(st.booleans()):
+            parts.append({"type": "text", "text": draw(texts())})
+    return draw(st.permutations(parts))

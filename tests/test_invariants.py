@@ -30,6 +30,7 @@ class Case:
     template: str | None = None  # registered annotation expected, when not the case's own name
     trailer: str = ""  # text the stock template appends only when add_generation_prompt is false (Phi-3's eos)
     other_eots: tuple[str, ...] = ()  # other end-of-turn strings a reply may end with (Llama 3.1's <|eom_id|>)
+    image_tokens: tuple[str, ...] = ()  # special tokens the template writes for image parts (never trained)
 
 
 # Llama 3.2 writes strftime_now() when no date_string is passed: labelmask freezes it,
@@ -58,6 +59,7 @@ LLAMA31_BUILTIN_KWARGS = st.sampled_from(
     ]
 )
 
+ALL_ROLES = ("system", "user", "assistant")
 CASES = {
     "qwen3": Case(
         conversations(tools=True, tool_role=True, reasoning=True),
@@ -73,7 +75,7 @@ CASES = {
     "qwen3-instruct-2507": Case(conversations(tools=True, tool_role=True), "<|im_end|>"),
     "llama3": Case(conversations(), "<|eot_id|>"),
     "gemma3": Case(conversations(alternate=True), "<end_of_turn>"),
-    "llava-1.5": Case(conversations(), None, parts=True),
+    "llava-1.5": Case(conversations(image_roles=ALL_ROLES), None, parts=True, image_tokens=("<image>",)),
     "phi3": Case(conversations(), "<|end|>", trailer="<|endoftext|>"),
     "phi3.5": Case(conversations(), "<|end|>", trailer="<|endoftext|>"),
     "gemma": Case(conversations(alternate=True, system=False), "<end_of_turn>"),
@@ -103,7 +105,10 @@ NAMES = sorted(CASES)
 def as_stock_input(messages, case):
     if not case.parts:
         return messages
-    return [{**m, "content": [{"type": "text", "text": m["content"]}]} for m in messages]
+    return [
+        {**m, "content": [{"type": "text", "text": m["content"]}]} if isinstance(m["content"], str) else m
+        for m in messages
+    ]
 
 
 @dataclasses.dataclass
@@ -192,14 +197,20 @@ def check_header_is_the_generation_prompt(d):
 
 
 def check_soundness(d):
-    """No trained token touches another message, a header of another turn, or text outside the reply."""
+    """No trained token touches another message, a header of another turn, an image
+    placeholder, or text outside the reply."""
     regions = d.regions()
     owner = np.full(len(d.out.text), -1)
     for span in d.out.spans:
         if span.kind == "turn" or span.message not in regions:
             owner[span.start : span.end] = span.message
+    image = np.zeros(len(d.out.text), dtype=bool)
+    for span in d.out.spans:
+        if span.kind == "image":
+            image[span.start : span.end] = True
     for start, end in trained_spans(d.out):
         assert end > start
+        assert not image[start:end].any(), "a trained token touches an image placeholder"
         homes = [i for i, (h_start, h_end, r_end) in regions.items() if h_start <= start and end <= r_end]
         assert len(homes) == 1, (start, end, d.out.text[start:end])
         i = homes[0]
@@ -222,6 +233,9 @@ def check_completeness(d):
     region = np.zeros(n, dtype=bool)
     for _, h_end, end in d.regions().values():
         region[h_end:end] = True
+    for span in d.out.spans:
+        if span.kind == "image":
+            region[span.start : span.end] = False  # image placeholders are never trained
     uncovered = np.flatnonzero(region & ~trained_cover)
     for c in uncovered:
         covering = [t for t, (a, b) in enumerate(d.out.offsets) if a <= c < b]
@@ -249,6 +263,22 @@ def check_end_of_turn_is_trained(d):
             assert labels[t + 1] == labelmask.IGNORE_INDEX
 
 
+def check_image_placeholders_are_not_trained(d):
+    """An image placeholder token is trained only where a reply's own text writes it: in
+    each assistant message, as many trained placeholder tokens as its text parts contain
+    (counted from the messages, not from the annotation's spans)."""
+    labels, owner = d.out["labels"], d.out["message_index"]
+    for i, m in enumerate(d.messages):
+        if m["role"] != "assistant":
+            continue
+        content = m["content"]
+        texts = [content] if isinstance(content, str) else [p["text"] for p in content if p["type"] == "text"]
+        for token in CASES[d.name].image_tokens:
+            token_id = d.tokenizer.convert_tokens_to_ids(token)
+            n_trained = int(np.count_nonzero((labels == token_id) & (owner == i)))
+            assert n_trained == sum(t.count(token) for t in texts), (i, token)
+
+
 CHECKS = [
     check_render_parity,
     check_token_parity,
@@ -256,6 +286,7 @@ CHECKS = [
     check_soundness,
     check_completeness,
     check_end_of_turn_is_trained,
+    check_image_placeholders_are_not_trained,
 ]
 
 
@@ -279,7 +310,7 @@ def test_typed_content_parts_render_or_fail_like_the_stock_template(name, tokeni
     kwargs = data.draw(case.kwargs, label="template kwargs")
     as_parts = data.draw(st.lists(st.booleans(), min_size=len(messages), max_size=len(messages)), label="as parts")
     messages = [
-        {**m, "content": [{"type": "text", "text": m["content"]}]} if flag and "content" in m else m
+        {**m, "content": [{"type": "text", "text": m["content"]}]} if flag and isinstance(m.get("content"), str) else m
         for m, flag in zip(messages, as_parts)
     ]
     tokenizer = tokenizers[name]
