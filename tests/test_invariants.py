@@ -18,6 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import labelmask
+from tests.fixtures import load_tokenizer
 from tests.strategies import conversations
 
 
@@ -98,6 +99,7 @@ CASES = {
         "<|eot_id|>",
         LLAMA_TOOLS_KWARGS,
     ),
+    "chatml": Case(conversations(), "<|im_end|>"),
 }
 NAMES = sorted(CASES)
 
@@ -327,3 +329,21 @@ def test_typed_content_parts_render_or_fail_like_the_stock_template(name, tokeni
 
 
 ANY_OUTCOME = labelmask.Policy(on_empty="keep")
+
+
+def test_chatml_matches_the_docs_string_as_python_evaluates_it(tokenizers):
+    """The docs set ChatML from a Python string literal, in which each \\n inside a Jinja
+    string is a real newline: the same template under another hash, matched too."""
+    stock = tokenizers["chatml"].chat_template
+    evaluated = stock.replace("\\n", "\n")
+    assert evaluated != stock and "\\n" not in evaluated
+    tokenizer = load_tokenizer("chatml")
+    tokenizer.chat_template = evaluated
+    messages = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Hi\n"},
+        {"role": "assistant", "content": "Hello!"},
+    ]
+    out = labelmask.mask_conversation(messages, tokenizer, verify=True)
+    assert out.report.template == "chatml"
+    assert out.text == tokenizers["chatml"].apply_chat_template(messages, tokenize=False)
