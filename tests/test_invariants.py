@@ -61,6 +61,16 @@ LLAMA31_BUILTIN_KWARGS = st.sampled_from(
 )
 
 ALL_ROLES = ("system", "user", "assistant")
+# Every part Qwen2.5-VL's template writes a placeholder for: typed images and videos, with or
+# without a payload, and OpenAI-style image_url parts.
+QWEN_VL_PARTS = (
+    {"type": "image"},
+    {"type": "image", "image": "file:///tmp/cat.png"},
+    {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}},
+    {"type": "video"},
+    {"type": "video", "video": "file:///tmp/clip.mp4"},
+)
+
 CASES = {
     "qwen3": Case(
         conversations(tools=True, tool_role=True, reasoning=True),
@@ -100,6 +110,13 @@ CASES = {
         LLAMA_TOOLS_KWARGS,
     ),
     "chatml": Case(conversations(), "<|im_end|>"),
+    # Vision-language templates, text side: image parts in the roles each template writes them for.
+    "qwen2.5-vl": Case(
+        conversations(image_roles=ALL_ROLES, image_parts=QWEN_VL_PARTS),
+        "<|im_end|>",
+        st.sampled_from([{}, {"add_vision_id": True}]),
+        image_tokens=("<|vision_start|>", "<|image_pad|>", "<|video_pad|>", "<|vision_end|>"),
+    ),
 }
 NAMES = sorted(CASES)
 
