@@ -117,6 +117,8 @@ CASES = {
         st.sampled_from([{}, {"add_vision_id": True}]),
         image_tokens=("<|vision_start|>", "<|image_pad|>", "<|video_pad|>", "<|vision_end|>"),
     ),
+    # LLaVA-NeXT writes images only for user messages; it reads a system or assistant message's first part only.
+    "llava-next": Case(conversations(image_roles=("user",)), "</s>", parts=True, image_tokens=("<image>",)),
 }
 NAMES = sorted(CASES)
 
