@@ -119,6 +119,8 @@ CASES = {
     ),
     # LLaVA-NeXT writes images only for user messages; it reads a system or assistant message's first part only.
     "llava-next": Case(conversations(image_roles=("user",)), "</s>", parts=True, image_tokens=("<image>",)),
+    "idefics3": Case(conversations(image_roles=ALL_ROLES), "<end_of_utterance>", parts=True, image_tokens=("<image>",)),
+    "smolvlm": Case(conversations(image_roles=ALL_ROLES), "<end_of_utterance>", parts=True, image_tokens=("<image>",)),
 }
 NAMES = sorted(CASES)
 
