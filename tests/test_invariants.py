@@ -1,6 +1,8 @@
 """The invariants of DESIGN.md, property-tested on every annotated template.
 
-References come from outside labelmask: the stock template rendered and
+The checks are ``labelmask.testing``'s (users run the same on their templates);
+this file says, per template, what conversations it accepts and what end-of-turn
+marker it writes. References come from outside labelmask: the stock template rendered and
 tokenized by transformers' ``apply_chat_template``, and the generation prompt
 it appends (``add_generation_prompt=True`` minus ``False``). Where a template
 renders each prefix of the conversation as the start of the whole (every turn of
@@ -12,12 +14,13 @@ from __future__ import annotations
 
 import dataclasses
 
-import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 import labelmask
+from labelmask.testing import Expect
+from labelmask.testing._checks import Sample, check_sample
 from tests.fixtures import load_tokenizer
 from tests.strategies import conversations
 
@@ -125,201 +128,29 @@ CASES = {
 NAMES = sorted(CASES)
 
 
-def as_stock_input(messages, case):
-    if not case.parts:
-        return messages
-    return [
-        {**m, "content": [{"type": "text", "text": m["content"]}]} if isinstance(m["content"], str) else m
-        for m in messages
-    ]
+def expect(case: Case, name: str) -> Expect:
+    return Expect(
+        eot=case.eot,
+        other_eots=case.other_eots,
+        trailer=case.trailer,
+        parts=case.parts,
+        image_tokens=case.image_tokens,
+        template=case.template or name,
+    )
 
 
-@dataclasses.dataclass
-class Drawn:
-    name: str
-    tokenizer: object
-    messages: list
-    tools: list | None
-    kwargs: dict
-    out: labelmask.MaskedConversation
-
-    def stock(self, messages=None, **extra):
-        case = CASES[self.name]
-        messages = self.messages if messages is None else messages
-        return self.tokenizer.apply_chat_template(
-            as_stock_input(messages, case), tools=self.tools, tokenize=False, **self.kwargs, **extra
-        )
-
-    def regions(self):
-        """{assistant message index: (header start, header end, region end)} from labelmask's spans."""
-        found = {}
-        heads = {s.message: s for s in self.out.spans if s.kind == "header"}
-        eots = {s.message: s for s in self.out.spans if s.kind == "eot"}
-        turns = {s.message: s for s in self.out.spans if s.kind == "turn"}
-        for i, m in enumerate(self.messages):
-            if m["role"] == "assistant":
-                end = eots[i].end if i in eots else turns[i].end
-                found[i] = (heads[i].start, heads[i].end, end)
-        return found
-
-
-def draw_case(name, tokenizers, data) -> Drawn:
+def draw_case(name, tokenizers, data) -> Sample:
     case = CASES[name]
     messages, tools = data.draw(case.strategy, label="conversation")
     kwargs = data.draw(case.kwargs, label="template kwargs")
-    tokenizer = tokenizers[name]
-    out = labelmask.mask_conversation(messages, tokenizer, tools=tools, return_tensors="np", **kwargs)
-    assert out.report.template == (case.template or name)
-    return Drawn(name, tokenizer, messages, tools, kwargs, out)
-
-
-def trained_spans(out):
-    trained = np.flatnonzero(out["labels"] != labelmask.IGNORE_INDEX)
-    return [tuple(out.offsets[t]) for t in trained]
-
-
-def check_render_parity(d):
-    assert d.out.text == d.stock()
-
-
-def check_token_parity(d):
-    case = CASES[d.name]
-    expected = d.tokenizer.apply_chat_template(
-        as_stock_input(d.messages, case), tools=d.tools, tokenize=True, **d.kwargs
-    )["input_ids"]
-    assert d.out["input_ids"].tolist() == expected
-    assert d.out["attention_mask"].tolist() == [1] * len(expected)
-
-
-def check_header_is_the_generation_prompt(d):
-    """Each assistant header is exactly what add_generation_prompt=True appends, so
-    the trained region starts where generation starts; where the prefix renders
-    agree with the whole, the region's start and end match differential rendering."""
-    eot, trailer = CASES[d.name].eot, CASES[d.name].trailer
-    for i, (h_start, h_end, end) in d.regions().items():
-        before = d.stock(d.messages[:i])
-        assert before.endswith(trailer)
-        before = before[: len(before) - len(trailer)]
-        prompt = d.stock(d.messages[:i], add_generation_prompt=True)
-        assert prompt.startswith(before)
-        generation_prompt = prompt[len(before) :]
-        header = d.out.text[h_start:h_end]
-        # A turn the template rewrites (Qwen3 drops an earlier turn's empty think block)
-        # may show less than the generation prompt; wherever the whole prompt is
-        # written, all of it is header.
-        assert generation_prompt.startswith(header)
-        if d.out.text.startswith(generation_prompt, h_start):
-            assert header == generation_prompt
-        whole = d.stock(d.messages[: i + 1])
-        if d.out.text.startswith(prompt) or not whole.startswith(prompt):
-            continue  # first turn or a rewritten history: no differential reference
-        ends = [whole.rfind(e) + len(e) for e in (eot, *CASES[d.name].other_eots) if eot and e in whole]
-        reply_end = max(ends) if eot else len(whole)
-        if d.out.text.startswith(whole[:reply_end]):
-            assert (len(prompt), reply_end) == (h_end, end)
-
-
-def check_soundness(d):
-    """No trained token touches another message, a header of another turn, an image
-    placeholder, or text outside the reply."""
-    regions = d.regions()
-    owner = np.full(len(d.out.text), -1)
-    for span in d.out.spans:
-        if span.kind == "turn" or span.message not in regions:
-            owner[span.start : span.end] = span.message
-    image = np.zeros(len(d.out.text), dtype=bool)
-    for span in d.out.spans:
-        if span.kind == "image":
-            image[span.start : span.end] = True
-    for start, end in trained_spans(d.out):
-        assert end > start
-        assert not image[start:end].any(), "a trained token touches an image placeholder"
-        homes = [i for i, (h_start, h_end, r_end) in regions.items() if h_start <= start and end <= r_end]
-        assert len(homes) == 1, (start, end, d.out.text[start:end])
-        i = homes[0]
-        assert end > regions[i][1], "a trained token lies inside the generation prompt"
-        chars = owner[start:end]
-        assert set(chars.tolist()) <= {i}, "a trained token touches another message's text"
-    # tokens of non-assistant messages are never trained
-    roles = d.out["role"][d.out["labels"] != labelmask.IGNORE_INDEX]
-    assert (roles == labelmask.Role.ASSISTANT).all()
-
-
-def check_completeness(d):
-    """Every character of every reply (after the generation prompt, through the end
-    of turn) is covered by a trained token, except where the only tokens covering it
-    also cover text that must not be trained (counted in the report)."""
-    n = len(d.out.text)
-    trained_cover = np.zeros(n, dtype=bool)
-    for start, end in trained_spans(d.out):
-        trained_cover[start:end] = True
-    region = np.zeros(n, dtype=bool)
-    for _, h_end, end in d.regions().values():
-        region[h_end:end] = True
-    for span in d.out.spans:
-        if span.kind == "image":
-            region[span.start : span.end] = False  # image placeholders are never trained
-    uncovered = np.flatnonzero(region & ~trained_cover)
-    for c in uncovered:
-        covering = [t for t, (a, b) in enumerate(d.out.offsets) if a <= c < b]
-        assert covering, f"character {c} ({d.out.text[c]!r}) is covered by no token"
-        for t in covering:
-            a, b = d.out.offsets[t]
-            assert not region[a:b].all(), f"token {t} {d.out.text[a:b]!r} lies inside a reply but is not trained"
-    assert d.out.report.n_boundary_dropped >= (1 if len(uncovered) else 0)
-
-
-def check_end_of_turn_is_trained(d):
-    """The end-of-turn token after each reply is trained; the next turn's header is not."""
-    case = CASES[d.name]
-    if case.eot is None:
-        return
-    labels, ids, starts = d.out["labels"], d.out["input_ids"], d.out.offsets[:, 0]
-    for _, _, end in d.regions().values():
-        # The reply ends with the case's end-of-turn string, or one of its others.
-        eot = next((e for e in (case.eot, *case.other_eots) if d.out.text.endswith(e, 0, end)), case.eot)
-        eot_id = d.tokenizer.convert_tokens_to_ids(eot)
-        t = int(np.searchsorted(starts, end - len(eot)))
-        assert ids[t] == eot_id
-        assert labels[t] == eot_id
-        if t + 1 < len(ids):
-            assert labels[t + 1] == labelmask.IGNORE_INDEX
-
-
-def check_image_placeholders_are_not_trained(d):
-    """An image placeholder token is trained only where a reply's own text writes it: in
-    each assistant message, as many trained placeholder tokens as its text parts contain
-    (counted from the messages, not from the annotation's spans)."""
-    labels, owner = d.out["labels"], d.out["message_index"]
-    for i, m in enumerate(d.messages):
-        if m["role"] != "assistant":
-            continue
-        content = m["content"]
-        texts = [content] if isinstance(content, str) else [p["text"] for p in content if p["type"] == "text"]
-        for token in CASES[d.name].image_tokens:
-            token_id = d.tokenizer.convert_tokens_to_ids(token)
-            n_trained = int(np.count_nonzero((labels == token_id) & (owner == i)))
-            assert n_trained == sum(t.count(token) for t in texts), (i, token)
-
-
-CHECKS = [
-    check_render_parity,
-    check_token_parity,
-    check_header_is_the_generation_prompt,
-    check_soundness,
-    check_completeness,
-    check_end_of_turn_is_trained,
-    check_image_placeholders_are_not_trained,
-]
+    return Sample.mask(tokenizers[name], messages, tools, expect(case, name), **kwargs)
 
 
 @pytest.mark.parametrize("name", NAMES)
 @given(data=st.data())
 def test_invariants(name, tokenizers, data):
     """Every invariant on every drawn conversation (so each invariant sees every example)."""
-    d = draw_case(name, tokenizers, data)
-    for check in CHECKS:
-        check(d)
+    check_sample(draw_case(name, tokenizers, data))
 
 
 @pytest.mark.parametrize("name", [n for n in NAMES if not CASES[n].parts])

@@ -1,0 +1,266 @@
+"""The invariants of labelmask, as checks on one masked conversation.
+
+References come from outside labelmask wherever they can: the stock template
+rendered and tokenized by transformers' ``apply_chat_template``, the generation
+prompt it appends (``add_generation_prompt=True`` minus ``False``), the
+end-of-turn token the caller names. Each check raises ``AssertionError`` with
+what went wrong.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+from labelmask._mask import MaskedConversation, mask_conversation
+from labelmask._parts import Role
+from labelmask._policy import IGNORE_INDEX
+
+__all__ = ["CHECKS", "Expect", "Sample", "check_sample"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Expect:
+    """What the caller knows about a template, to check against.
+
+    Args:
+        eot: The end-of-turn string the template writes after a reply (``"<|im_end|>"``),
+            or ``None`` when it writes none; ``...`` (the default) takes it from the
+            annotation's ``eot`` spans, a weaker check.
+        other_eots: Other end-of-turn strings a reply may end with (Llama 3.1's ``<|eom_id|>``).
+        trailer: Text the stock template appends only without a generation prompt (Phi-3's eos).
+        parts: The stock template reads only typed content parts: string content is
+            given to it as ``[{"type": "text", "text": ...}]``, as labelmask does.
+        image_tokens: Placeholder tokens the template writes for images (never trained
+            unless a reply's own text contains them).
+        template: The registered annotation expected to be used (``None``: any).
+    """
+
+    eot: Any = ...
+    other_eots: tuple[str, ...] = ()
+    trailer: str = ""
+    parts: bool = False
+    image_tokens: tuple[str, ...] = ()
+    template: str | None = None
+
+
+@dataclasses.dataclass
+class Sample:
+    """One masked conversation and what is needed to check it."""
+
+    tokenizer: Any
+    messages: list
+    tools: list | None
+    kwargs: dict
+    out: MaskedConversation
+    expect: Expect
+
+    @classmethod
+    def mask(
+        cls,
+        tokenizer: Any,
+        messages: list,
+        tools: list | None = None,
+        expect: Expect | None = None,
+        template: str | None = None,
+        **kwargs: Any,
+    ) -> Sample:
+        expect = Expect() if expect is None else expect
+        out = mask_conversation(messages, tokenizer, tools=tools, return_tensors="np", template=template, **kwargs)
+        return cls(tokenizer, messages, tools, kwargs, out, expect)
+
+    def stock_input(self, messages: list) -> list:
+        if not self.expect.parts:
+            return messages
+        return [
+            {**m, "content": [{"type": "text", "text": m["content"]}]} if isinstance(m.get("content"), str) else m
+            for m in messages
+        ]
+
+    def stock(self, messages: list | None = None, **extra: Any) -> str:
+        messages = self.messages if messages is None else messages
+        return self.tokenizer.apply_chat_template(
+            self.stock_input(messages), tools=self.tools, tokenize=False, **self.kwargs, **extra
+        )
+
+    def regions(self) -> dict[int, tuple[int, int, int]]:
+        """{assistant message index: (header start, header end, region end)} from labelmask's spans."""
+        found = {}
+        heads = {s.message: s for s in self.out.spans if s.kind == "header"}
+        eots = {s.message: s for s in self.out.spans if s.kind == "eot"}
+        turns = {s.message: s for s in self.out.spans if s.kind == "turn"}
+        for i, m in enumerate(self.messages):
+            if m["role"] == "assistant":
+                assert i in heads and i in turns, f"assistant message {i} has no header or turn span"
+                end = eots[i].end if i in eots else turns[i].end
+                found[i] = (heads[i].start, heads[i].end, end)
+        return found
+
+    def trained_spans(self) -> list[tuple[int, int]]:
+        trained = np.flatnonzero(self.out["labels"] != IGNORE_INDEX)
+        return [tuple(self.out.offsets[t]) for t in trained]
+
+
+def check_annotation_used(d: Sample) -> None:
+    assert d.out.report.method == "annotated", f"no annotation was used ({d.out.report.method})"
+    if d.expect.template is not None:
+        assert d.out.report.template == d.expect.template, (d.out.report.template, d.expect.template)
+
+
+def check_render_parity(d: Sample) -> None:
+    stock = d.stock()
+    if d.out.text != stock:
+        k = next((i for i, (a, b) in enumerate(zip(d.out.text, stock)) if a != b), min(len(stock), len(d.out.text)))
+        raise AssertionError(f"render differs at {k}: {d.out.text[k - 20 : k + 20]!r} vs {stock[k - 20 : k + 20]!r}")
+
+
+def check_token_parity(d: Sample) -> None:
+    expected = d.tokenizer.apply_chat_template(d.stock_input(d.messages), tools=d.tools, tokenize=True, **d.kwargs)[
+        "input_ids"
+    ]
+    assert d.out["input_ids"].tolist() == expected, "input_ids differ from apply_chat_template(tokenize=True)"
+    assert d.out["attention_mask"].tolist() == [1] * len(expected)
+
+
+def check_header_is_the_generation_prompt(d: Sample) -> None:
+    """Each assistant header is exactly what add_generation_prompt=True appends, so the
+    trained region starts where generation starts; where the prefix renders agree with
+    the whole, the region's start and end match differential rendering."""
+    trailer = d.expect.trailer
+    for i, (h_start, h_end, end) in d.regions().items():
+        before = d.stock(d.messages[:i])
+        assert before.endswith(trailer)
+        before = before[: len(before) - len(trailer)]
+        prompt = d.stock(d.messages[:i], add_generation_prompt=True)
+        assert prompt.startswith(before)
+        generation_prompt = prompt[len(before) :]
+        header = d.out.text[h_start:h_end]
+        # A turn the template rewrites (Qwen3 drops an earlier turn's empty think block)
+        # may show less than the generation prompt; wherever the whole prompt is
+        # written, all of it is header.
+        assert generation_prompt.startswith(header), (i, header, generation_prompt)
+        if d.out.text.startswith(generation_prompt, h_start):
+            assert header == generation_prompt, (i, header, generation_prompt)
+        whole = d.stock(d.messages[: i + 1])
+        if not d.out.text.startswith(prompt) or not whole.startswith(prompt):
+            continue  # a rewritten history: no differential reference
+        eots = [e for e in _eots(d, i) if e]
+        ends = [whole.rfind(e) + len(e) for e in eots if e in whole[len(prompt) :]]
+        reply_end = max(ends) if ends else len(whole) - (len(trailer) if whole.endswith(trailer) else 0)
+        if eots and not ends:
+            continue
+        if d.out.text.startswith(whole[:reply_end]):
+            assert (len(prompt), reply_end) == (h_end, end), (
+                f"reply {i}: the annotation's region {d.out.text[h_end:end]!r} differs from differential "
+                f"rendering's {d.out.text[len(prompt) : reply_end]!r}"
+            )
+
+
+def _eots(d: Sample, i: int) -> tuple:
+    """The end-of-turn strings expected after reply ``i`` (empty: none)."""
+    if d.expect.eot is ...:
+        return tuple({d.out.text[s.start : s.end] for s in d.out.spans if s.kind == "eot" and s.message == i})
+    if d.expect.eot is None:
+        return ()
+    return (d.expect.eot, *d.expect.other_eots)
+
+
+def check_soundness(d: Sample) -> None:
+    """No trained token touches another message, a header of another turn, an image
+    placeholder, or text outside the reply."""
+    regions = d.regions()
+    owner = np.full(len(d.out.text), -1)
+    for span in d.out.spans:
+        if span.kind == "turn" or span.message not in regions:
+            owner[span.start : span.end] = span.message
+    image = np.zeros(len(d.out.text), dtype=bool)
+    for span in d.out.spans:
+        if span.kind == "image":
+            image[span.start : span.end] = True
+    for start, end in d.trained_spans():
+        assert end > start
+        assert not image[start:end].any(), "a trained token touches an image placeholder"
+        homes = [i for i, (h_start, h_end, r_end) in regions.items() if h_start <= start and end <= r_end]
+        assert len(homes) == 1, f"trained token {d.out.text[start:end]!r} at {start} is outside every reply"
+        i = homes[0]
+        assert end > regions[i][1], "a trained token lies inside the generation prompt"
+        chars = owner[start:end]
+        assert set(chars.tolist()) <= {i}, "a trained token touches another message's text"
+    roles = d.out["role"][d.out["labels"] != IGNORE_INDEX]
+    assert (roles == Role.ASSISTANT).all(), "a token of a non-assistant message is trained"
+
+
+def check_completeness(d: Sample) -> None:
+    """Every character of every reply (after the generation prompt, through the end of
+    turn) is covered by a trained token, except where the only tokens covering it also
+    cover text that must not be trained (counted in the report)."""
+    n = len(d.out.text)
+    trained_cover = np.zeros(n, dtype=bool)
+    for start, end in d.trained_spans():
+        trained_cover[start:end] = True
+    region = np.zeros(n, dtype=bool)
+    for _, h_end, end in d.regions().values():
+        region[h_end:end] = True
+    for span in d.out.spans:
+        if span.kind == "image":
+            region[span.start : span.end] = False  # image placeholders are never trained
+    uncovered = np.flatnonzero(region & ~trained_cover)
+    for c in uncovered:
+        covering = [t for t, (a, b) in enumerate(d.out.offsets) if a <= c < b]
+        assert covering, f"character {c} ({d.out.text[c]!r}) is covered by no token"
+        for t in covering:
+            a, b = d.out.offsets[t]
+            assert not region[a:b].all(), f"token {t} {d.out.text[a:b]!r} lies inside a reply but is not trained"
+    assert d.out.report.n_boundary_dropped >= (1 if len(uncovered) else 0)
+
+
+def check_end_of_turn_is_trained(d: Sample) -> None:
+    """The end-of-turn token after each reply is trained; the next turn's header is not."""
+    labels, ids, starts = d.out["labels"], d.out["input_ids"], d.out.offsets[:, 0]
+    for i, (_, _, end) in d.regions().items():
+        eots = _eots(d, i)
+        if not eots:
+            continue
+        eot = next((e for e in eots if d.out.text.endswith(e, 0, end)), None)
+        assert eot is not None, f"reply {i} does not end with {eots}"
+        t = int(np.searchsorted(starts, end - len(eot)))
+        assert t < len(ids) and starts[t] == end - len(eot), f"reply {i}'s end of turn {eot!r} is not one token"
+        assert labels[t] == ids[t], f"reply {i}'s end of turn {eot!r} is not trained"
+        if t + 1 < len(ids):
+            assert labels[t + 1] == IGNORE_INDEX, f"the token after reply {i}'s end of turn is trained"
+
+
+def check_image_placeholders_are_not_trained(d: Sample) -> None:
+    """An image placeholder token is trained only where a reply's own text writes it: in
+    each assistant message, as many trained placeholder tokens as its text parts contain
+    (counted from the messages, not from the annotation's spans)."""
+    labels, owner = d.out["labels"], d.out["message_index"]
+    for i, m in enumerate(d.messages):
+        if m["role"] != "assistant":
+            continue
+        content = m.get("content") or ""
+        texts = [content] if isinstance(content, str) else [p["text"] for p in content if p["type"] == "text"]
+        for token in d.expect.image_tokens:
+            token_id = d.tokenizer.convert_tokens_to_ids(token)
+            n_trained = int(np.count_nonzero((labels == token_id) & (owner == i)))
+            assert n_trained == sum(t.count(token) for t in texts), (i, token)
+
+
+CHECKS = (
+    check_annotation_used,
+    check_render_parity,
+    check_token_parity,
+    check_header_is_the_generation_prompt,
+    check_soundness,
+    check_completeness,
+    check_end_of_turn_is_trained,
+    check_image_placeholders_are_not_trained,
+)
+
+
+def check_sample(d: Sample) -> None:
+    """Run every check on one sample."""
+    for check in CHECKS:
+        check(d)
