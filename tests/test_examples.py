@@ -293,3 +293,28 @@ def test_register_a_template_for_an_unknown_stock_template():
         _mask._resolve.cache_clear()
     with pytest.raises(labelmask.TemplateNotFoundError):
         labelmask.mask_conversation(messages, tok)
+
+
+@pytest.mark.parametrize("name", ["llama3.1", "llama3.2"])
+def test_date_writing_templates_give_the_same_output_on_any_day(name, tokenizers):
+    """Llama 3.1/3.2 write a date line; without date_string, Llama 3.2 reads the clock
+    (strftime_now). labelmask renders at a fixed instant, so the sample does not depend
+    on the day preprocessing runs; transformers' own render does (shown for 3.2)."""
+    import time_machine
+
+    from labelmask._render import FROZEN_NOW
+
+    tokenizer = tokenizers[name]
+    messages = [{"role": "user", "content": "What day is it?"}, {"role": "assistant", "content": "I cannot know."}]
+    outputs, stock = [], []
+    for day in ("2024-02-29 23:59", "2031-12-31 00:01"):
+        with time_machine.travel(day, tick=False):
+            out = labelmask.mask_conversation(messages, tokenizer)
+            outputs.append((out.text, out["input_ids"], out["labels"]))
+            stock.append(tokenizer.apply_chat_template(messages, tokenize=False))
+    assert outputs[0] == outputs[1]
+    with time_machine.travel(FROZEN_NOW, tick=False):
+        assert outputs[0][0] == tokenizer.apply_chat_template(messages, tokenize=False)
+    if name == "llama3.2":
+        assert stock[0] != stock[1]  # the clock really moved, and the stock template reads it
+        assert "Today Date: 01 Jan 2026" in outputs[0][0]
