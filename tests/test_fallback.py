@@ -234,3 +234,75 @@ def test_derived_labels_equal_the_annotation_wherever_the_derivation_is_verified
     run()
     with capsys.disabled():
         print(f"\n{name}: {dict(sorted(outcomes.items()))}")
+
+
+# --- {% generation %} templates -----------------------------------------------------------
+
+GENERATION_IN_SET_BLOCK = (
+    "{%- for message in messages %}{% if message.role == 'assistant' %}"
+    "{% set body %}{% generation %}{{ message.content }}<|im_end|>{% endgeneration %}{% endset %}"
+    "<|im_start|>assistant\n{{ body }}\n"
+    "{% else %}<|im_start|>{{ message.role }}\n{{ message.content }}<|im_end|>\n{% endif %}{% endfor %}"
+    "{%- if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def trained_text(tokenizer, out):
+    return tokenizer.decode([t for t, label in zip(out["input_ids"], out["labels"]) if label != labelmask.IGNORE_INDEX])
+
+
+def test_generation_blocks_are_exact_inside_a_set_block_where_transformers_tracker_is_not():
+    tok = load_tokenizer("qwen3")
+    tok.chat_template = GENERATION_IN_SET_BLOCK
+    messages = [
+        {"role": "user", "content": "Hi there"},
+        {"role": "assistant", "content": "Hello you"},
+        {"role": "user", "content": "Bye"},
+        {"role": "assistant", "content": "See you"},
+    ]
+    out = labelmask.mask_conversation(messages, tok)
+    assert out.report.method == "generation"
+    assert trained_text(tok, out) == "Hello you<|im_end|>See you<|im_end|>"
+    # transformers counts emitted characters, and a set block emits them later, elsewhere.
+    enc = tok.apply_chat_template(messages, return_dict=True, return_assistant_tokens_mask=True)
+    assert enc["input_ids"] == out["input_ids"]
+    flagged = tok.decode([t for t, m in zip(enc["input_ids"], enc["assistant_masks"]) if m])
+    assert flagged != trained_text(tok, out)
+    assert "<|im_start|>assistant" in flagged
+
+
+TRAINING_TEMPLATES = {
+    "qwen3_training.jinja": conversations(tools=True, tool_role=True, reasoning=True, max_turns=8),
+    "llama3_training.jinja": conversations(max_turns=8),
+    "phi3_training.jinja": conversations(max_turns=8),
+}
+
+
+@pytest.mark.parametrize("file", sorted(TRAINING_TEMPLATES))
+@given(data=st.data())
+def test_trl_training_templates_train_their_generation_blocks(file, data):
+    """TRL's training variants carry {% generation %}: labelmask trains exactly the characters
+    of those blocks (transformers' return_assistant_tokens_mask is the reference here, where
+    its tracker is right), with no annotation and one render."""
+    messages, tools = data.draw(TRAINING_TEMPLATES[file])
+    tok = tokenizer_for(file)
+    try:
+        enc = tok.apply_chat_template(
+            messages, tools=tools, return_dict=True, return_assistant_tokens_mask=True, return_offsets_mapping=True
+        )
+    except Exception:
+        with pytest.raises(labelmask.LabelmaskError):
+            labelmask.mask_conversation(messages, tok, tools=tools)
+        return
+    out = labelmask.mask_conversation(messages, tok, tools=tools, return_tensors="np")
+    assert out.report.method == "generation"
+    assert out["input_ids"].tolist() == enc["input_ids"]
+    # Character level: the characters of flagged tokens are the characters of trained tokens,
+    # up to tokens that straddle a block's edge (counted as boundary drops or straddles).
+    flagged = np.zeros(len(out.text), dtype=bool)
+    trained = np.zeros(len(out.text), dtype=bool)
+    for (a, b), m, label in zip(out.offsets, enc["assistant_masks"], out["labels"]):
+        flagged[a:b] |= bool(m)
+        trained[a:b] |= label != labelmask.IGNORE_INDEX
+    differ = np.flatnonzero(flagged != trained)
+    assert len(differ) == 0 or out.report.n_boundary_dropped + out.report.n_straddle > 0, out.text[differ[0] :][:40]
