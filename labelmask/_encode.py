@@ -106,6 +106,14 @@ def backend_of(tokenizer: Any) -> Any:
     Raises:
         TokenizerError: the tokenizer has no Rust backend, so no offsets.
     """
+    if type(tokenizer).__name__ == "MistralCommonBackend":
+        msg = (
+            "MistralCommonBackend (transformers' wrapper of mistral-common) gives no character offsets, which "
+            "labelmask needs. Load a fast tokenizer instead: AutoTokenizer.from_pretrained(path, "
+            "mistral_format=False) for a checkpoint with tokenizer.json, or convert tekken.json with "
+            "transformers.integrations.mistral.tokenizer.convert_tekken_tokenizer(path)."
+        )
+        raise TokenizerError(msg)
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is None or not hasattr(backend, "encode_batch"):
         msg = (

@@ -229,6 +229,8 @@ def mask_conversation(
     for key, why in _REFUSED_KWARGS.items():
         if key in template_kwargs:
             raise ConversationError(f"mask_conversation does not take {key}=: {why}.")
+    if type(processor).__name__ == "MistralCommonBackend":
+        backend_of(processor)  # raises, saying how to get a fast tokenizer
     if not hasattr(processor, "backend_tokenizer") and hasattr(processor, "tokenizer"):
         msg = (
             f"{type(processor).__name__} is a multimodal processor, which this version does not mask yet; "

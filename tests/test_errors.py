@@ -100,6 +100,18 @@ def test_not_a_fast_tokenizer():
         labelmask.mask_conversation(OK, object())
 
 
+def test_mistral_common_backend_is_refused():
+    pytest.importorskip("mistral_common")
+    from transformers.tokenization_mistral_common import MistralCommonBackend
+
+    from tests.fixtures import mistral_data_file
+
+    tokenizer = MistralCommonBackend(tokenizer_path=str(mistral_data_file("mistral-v3-tekken")))
+    with pytest.raises(TokenizerError, match="MistralCommonBackend") as info:
+        labelmask.mask_conversation(OK, tokenizer)
+    assert "convert_tekken_tokenizer" in str(info.value)
+
+
 @pytest.mark.parametrize("key", ["add_generation_prompt", "continue_final_message"])
 def test_generation_arguments_are_refused(key, tokenizers):
     with pytest.raises(ConversationError, match=f"does not take {key}="):
