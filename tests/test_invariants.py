@@ -159,13 +159,7 @@ def test_invariants(name, tokenizers, data):
     check_sample(draw_case(name, tokenizers, data))
 
 
-# mistral-v7 fails here (Hypothesis reports FlakyStrategyDefinition while replaying); not diagnosed yet.
-_TYPED_XFAIL = pytest.mark.xfail(reason="mistral-v7 typed parts: undiagnosed failure", strict=False)
-
-
-@pytest.mark.parametrize(
-    "name", [pytest.param(n, marks=_TYPED_XFAIL) if n == "mistral-v7" else n for n in NAMES if not CASES[n].parts]
-)
+@pytest.mark.parametrize("name", [n for n in NAMES if not CASES[n].parts])
 @given(data=st.data())
 def test_typed_content_parts_render_or_fail_like_the_stock_template(name, tokenizers, data):
     """Content given as typed parts: where the stock template renders it, the text is
@@ -176,6 +170,7 @@ def test_typed_content_parts_render_or_fail_like_the_stock_template(name, tokeni
     kwargs = data.draw(case.kwargs, label="template kwargs")
     as_parts = data.draw(st.lists(st.booleans(), min_size=len(messages), max_size=len(messages)), label="as parts")
     messages = [
+        # Only text becomes a text part: content None (tool calls without text) stays None.
         {**m, "content": [{"type": "text", "text": m["content"]}]} if flag and isinstance(m.get("content"), str) else m
         for m, flag in zip(messages, as_parts)
     ]
