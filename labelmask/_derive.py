@@ -95,6 +95,12 @@ def derive(
     generation = uses_generation_tags(stock_source)
     method = "generation" if generation else "differential"
     _check_policy(policy, name, method)
+    for i, (message, role) in enumerate(zip(conversation.messages, conversation.roles)):
+        content = message.get("content")
+        if role == _ASSISTANT and isinstance(content, list):
+            if any(not isinstance(p, dict) or p.get("type") != "text" for p in content):
+                why = "a reply holds an image or other non-text part, whose placeholder tokens must never be trained"
+                raise _refuse(name, why, i)
     stock = compile_template(stock_source, mode="stock", name=name)
     text = render_stock(stock, variables, name)
     if generation:

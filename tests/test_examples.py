@@ -261,7 +261,7 @@ def test_return_types_agree(return_tensors, tokenizers):
 
 
 def test_public_names():
-    public = {n for n in dir(labelmask) if not n.startswith("_")} - {"errors"}
+    public = {n for n in dir(labelmask) if not n.startswith("_")} - {"errors", "testing"}
     assert set(labelmask.__all__) == public
     assert labelmask.__all__ == sorted(labelmask.__all__, key=lambda n: (not n.isupper(), n))
 
@@ -292,7 +292,9 @@ def test_register_a_template_for_an_unknown_stock_template():
         del _registry._REGISTERED["hash-chat"]
         _mask._resolve.cache_clear()
     with pytest.raises(labelmask.TemplateNotFoundError):
-        labelmask.mask_conversation(messages, tok)
+        labelmask.mask_conversation(messages, tok, fallback=False)
+    # Unregistered again, the template is masked by the verified fallback instead.
+    assert labelmask.mask_conversation(messages, tok).report.method == "differential"
 
 
 @pytest.mark.parametrize("name", ["llama3.1", "llama3.2"])

@@ -221,6 +221,13 @@ def test_derived_labels_equal_the_annotation_wherever_the_derivation_is_verified
     def run(drawn, kwargs):
         messages, tools = drawn
         annotated = labelmask.mask_conversation(messages, annotated_tok, tools=tools, **kwargs)
+        if case.parts:
+            # The annotation's header says the template reads typed parts (labelmask wraps string
+            # content for it); the fallback cannot know, so it is given what the template reads.
+            messages = [
+                {**m, "content": [{"type": "text", "text": m["content"]}]} if isinstance(m.get("content"), str) else m
+                for m in messages
+            ]
         try:
             derived = labelmask.mask_conversation(messages, tok, tools=tools, **kwargs)
         except labelmask.UnverifiedTemplateError:
@@ -228,6 +235,17 @@ def test_derived_labels_equal_the_annotation_wherever_the_derivation_is_verified
             return
         assert derived.text == annotated.text
         assert derived["input_ids"] == annotated["input_ids"]
+        if derived.report.method == "generation":
+            # LLaVA's stock template carries {% generation %} around "reply + ' '": the blocks are
+            # trusted as written, so a token merging the space before a block with the reply's
+            # first word (trained by the annotation, whose header ends before that space) is
+            # left out, and counted.
+            d = {i for i, label in enumerate(derived["labels"]) if label != labelmask.IGNORE_INDEX}
+            a = {i for i, label in enumerate(annotated["labels"]) if label != labelmask.IGNORE_INDEX}
+            assert d <= a
+            assert len(a - d) <= derived.report.n_boundary_dropped
+            outcomes["equal up to block edges"] += 1
+            return
         assert derived["labels"] == annotated["labels"]
         outcomes["equal"] += 1
 
