@@ -9,6 +9,7 @@ The data flow, one module per stage::
              --_policy-->   labels
 """
 
+from labelmask._collate import Collator
 from labelmask._mask import MaskedConversation, MaskReport, mask_conversation
 from labelmask._parts import Part, Role
 from labelmask._policy import IGNORE_INDEX, Policy
@@ -29,6 +30,7 @@ __all__ = [
     "IGNORE_INDEX",
     "AnnotatedTemplate",
     "AnnotationError",
+    "Collator",
     "ConversationError",
     "LabelmaskError",
     "MaskReport",
