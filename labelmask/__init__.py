@@ -23,6 +23,7 @@ from labelmask.errors import (
     TemplateNotFoundError,
     TemplateRaisedError,
     TokenizerError,
+    TruncationError,
     UnverifiedTemplateError,
 )
 
@@ -43,6 +44,7 @@ __all__ = [
     "TemplateNotFoundError",
     "TemplateRaisedError",
     "TokenizerError",
+    "TruncationError",
     "UnverifiedTemplateError",
     "mask_conversation",
     "register_template",

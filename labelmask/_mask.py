@@ -55,6 +55,8 @@ class MaskReport:
         n_boundary_dropped: Tokens covering trained text left untrained because
             they also cover text that must not be trained (e.g. a reply's trailing
             space merged with the next turn's header).
+        n_cut: Tokens removed by truncation to ``max_length``.
+        n_dropped_messages: Messages dropped by ``truncation="turns"``.
     """
 
     template: str
@@ -63,6 +65,8 @@ class MaskReport:
     n_trained: int
     n_straddle: int
     n_boundary_dropped: int
+    n_cut: int = 0
+    n_dropped_messages: int = 0
 
 
 class MaskedConversation(Mapping):
@@ -97,12 +101,24 @@ class MaskedConversation(Mapping):
         self._converted: dict[str, Any] = {}
         self.text = text
         self._encoded = encoded
+        self._keep: np.ndarray | None = None  # token positions kept by truncation
         self._spans = spans
         self.report = report
 
     @property
     def offsets(self) -> np.ndarray:
-        return self._encoded.offsets
+        offsets = self._encoded.offsets
+        return offsets if self._keep is None else offsets[self._keep]
+
+    def subset(self, keep: np.ndarray) -> MaskedConversation:
+        """The same sample restricted to the token positions ``keep`` (sorted); used by truncation."""
+        arrays = {k: np.asarray(v)[keep] for k, v in self._arrays.items()}
+        out = MaskedConversation(
+            arrays, self._return_tensors, text=self.text, encoded=self._encoded, spans=self._spans, report=self.report
+        )
+        out._keep = keep if self._keep is None else self._keep[keep]
+        out.report = dataclasses.replace(self.report, n_tokens=len(keep))
+        return out
 
     @property
     def spans(self) -> tuple[Span, ...]:
@@ -175,6 +191,8 @@ def mask_conversation(
     template: str | None = None,
     verify: bool = False,
     fallback: bool = True,
+    max_length: int | None = None,
+    truncation: str = "right",
     **template_kwargs: Any,
 ) -> MaskedConversation:
     """Tokenize a conversation as its chat template does and label what to train.
@@ -201,6 +219,12 @@ def mask_conversation(
             conversations they cannot be verified for raise
             :class:`~labelmask.errors.UnverifiedTemplateError`. ``False`` raises
             :class:`~labelmask.errors.TemplateNotFoundError` instead.
+        max_length: Cut the sample to at most this many tokens, by ``truncation``:
+            ``"right"`` (keep the start), ``"left"`` (keep the system prompt and the
+            end), ``"turns"`` (drop the earliest exchanges and render again) or
+            ``"drop"`` (raise :class:`~labelmask.errors.TruncationError`). The report
+            counts what was cut; nothing left to train raises as usual.
+        truncation: See ``max_length``.
         **template_kwargs: Passed to the template (``enable_thinking=False``, ``date_string=...``).
 
     Returns:
@@ -214,6 +238,7 @@ def mask_conversation(
         RenderParityError: with ``verify=True``, the annotated render differs from the stock render.
         TokenizerError: not a fast tokenizer.
         NothingToTrainError: the policy trains no token (``Policy(on_empty="keep")`` returns it instead).
+        TruncationError: the sample is over ``max_length`` and ``truncation`` refuses or cannot shorten it.
 
     Example:
         >>> out = mask_conversation(
@@ -221,6 +246,20 @@ def mask_conversation(
         ... )  # doctest: +SKIP
         >>> [t for t, l in zip(out["input_ids"], out["labels"]) if l != -100]  # doctest: +SKIP
     """
+    if max_length is not None:
+        from labelmask._truncate import mask_truncated
+
+        kwargs = dict(tools=tools, return_tensors=return_tensors, template=template, verify=verify, fallback=fallback)
+        return mask_truncated(
+            mask_conversation,
+            messages,
+            processor,
+            max_length=max_length,
+            truncation=truncation,
+            policy=policy,
+            **kwargs,
+            **template_kwargs,
+        )
     policy = _DEFAULT_POLICY if policy is None else policy
     if not isinstance(policy, Policy):
         raise TypeError(f"policy must be a labelmask.Policy, not {type(policy).__name__}")

@@ -12,7 +12,8 @@ callers that do not know labelmask::
     ├── AnnotationError(LabelmaskError, ValueError)          an annotated template is broken
     │   └── RenderParityError                                annotated render != stock render
     ├── TokenizerError(LabelmaskError, TypeError)            the tokenizer cannot give offsets
-    └── NothingToTrainError(LabelmaskError, ValueError)      the policy trains no token
+    ├── NothingToTrainError(LabelmaskError, ValueError)      the policy trains no token
+    └── TruncationError(LabelmaskError, ValueError)          the sample cannot be cut to max_length as asked
 
 Errors carry their context as attributes (``message_index``, ``template``,
 ``span``) as well as in the message, so a data pipeline can log or count them.
@@ -29,6 +30,7 @@ __all__ = [
     "TemplateNotFoundError",
     "TemplateRaisedError",
     "TokenizerError",
+    "TruncationError",
     "UnverifiedTemplateError",
 ]
 
@@ -86,3 +88,7 @@ class TokenizerError(LabelmaskError, TypeError):
 
 class NothingToTrainError(LabelmaskError, ValueError):
     """The policy leaves no token of the sample trained (every label would be -100)."""
+
+
+class TruncationError(LabelmaskError, ValueError):
+    """The sample is longer than ``max_length`` and the truncation mode refuses or cannot shorten it."""

@@ -1,0 +1,126 @@
+"""Truncation to ``max_length``: cut tokens, or drop whole turns and render again.
+
+Modes:
+
+* ``"right"``: keep the first ``max_length`` tokens (a reply may lose its end).
+* ``"left"``: keep the template's preamble and leading system prompt (every token
+  before the first non-system message), then the last tokens that fit.
+* ``"turns"``: drop the earliest exchanges (a user message with the replies and tool
+  results that follow it), keeping the system prompt, and render the shorter
+  conversation again, so the sample is exactly what the template writes for it.
+* ``"drop"``: a sample longer than ``max_length`` raises :class:`TruncationError`
+  (``mask_dataset(on_error="drop")`` drops and counts it).
+
+A sample left with nothing to train raises :class:`NothingToTrainError` (or, with
+``Policy(on_empty="keep")``, comes back with ``report.n_trained == 0``), never silently.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+from labelmask._parts import Role
+from labelmask._policy import IGNORE_INDEX, Policy
+from labelmask.errors import NothingToTrainError, TruncationError
+
+__all__ = ["MODES", "mask_truncated"]
+
+MODES = ("right", "left", "turns", "drop")
+_KEEP = Policy(on_empty="keep")
+
+
+def mask_truncated(
+    mask: Any, messages: Any, processor: Any, *, max_length: int, truncation: str, policy: Policy | None, **kwargs: Any
+) -> Any:
+    """``mask(messages, processor, **kwargs)`` cut to ``max_length`` tokens by ``truncation``."""
+    if not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < 1:
+        raise ValueError(f"max_length={max_length!r}: use a positive int.")
+    if truncation not in MODES:
+        raise ValueError(f"truncation={truncation!r}: use one of {', '.join(map(repr, MODES))}.")
+    user_policy = policy if policy is not None else Policy()
+    if not isinstance(user_policy, Policy):
+        raise TypeError(f"policy must be a labelmask.Policy, not {type(user_policy).__name__}")
+    inner = dataclasses.replace(user_policy, on_empty="keep")
+    out = mask(messages, processor, policy=inner, **kwargs)
+    n = out.report.n_tokens
+    if n <= max_length:
+        return _checked(out, user_policy, n_cut=0, why="")
+    template = out.report.template
+    if truncation == "drop":
+        msg = (
+            f"The sample is {n} tokens under template {template!r}, over max_length={max_length}; "
+            "truncation='drop' refuses it (mask_dataset(on_error='drop') counts it). Use "
+            "truncation='right', 'left' or 'turns' to shorten it instead."
+        )
+        raise TruncationError(msg, template=template)
+    if truncation == "turns":
+        return _drop_turns(mask, messages, processor, out, max_length, user_policy, inner, kwargs)
+    arrays = {k: np.asarray(out._arrays[k]) for k in out._arrays}
+    if truncation == "right":
+        keep = np.arange(max_length)
+    else:
+        roles, owners = arrays["role"], arrays["message_index"]
+        # The preamble and the leading system prompt: tokens before the first non-system message's.
+        other = np.flatnonzero((owners >= 0) & (roles != int(Role.SYSTEM)))
+        prefix = int(other[0]) if len(other) else n
+        if prefix >= max_length:
+            msg = (
+                f"truncation='left' keeps the system prompt, but it alone is {prefix} tokens under template "
+                f"{template!r}, not under max_length={max_length}. Raise max_length or use truncation='right'."
+            )
+            raise TruncationError(msg, template=template)
+        keep = np.concatenate([np.arange(prefix), np.arange(n - (max_length - prefix), n)])
+    return _checked(out.subset(keep), user_policy, n_cut=n - len(keep), why=f"truncation={truncation!r}")
+
+
+def _drop_turns(
+    mask: Any,
+    messages: list,
+    processor: Any,
+    out: Any,
+    max_length: int,
+    user_policy: Policy,
+    inner: Policy,
+    kwargs: dict,
+) -> Any:
+    n_full = out.report.n_tokens
+    lead = 0
+    while (
+        lead < len(messages)
+        and isinstance(messages[lead], dict)
+        and messages[lead].get("role") in ("system", "developer")
+    ):
+        lead += 1
+    # Exchanges start at each user message after the system prompt.
+    starts = [i for i in range(lead, len(messages)) if messages[i].get("role") == "user"]
+    for start in starts[1:]:
+        shorter = messages[:lead] + messages[start:]
+        candidate = mask(shorter, processor, policy=inner, **kwargs)
+        if candidate.report.n_tokens <= max_length:
+            candidate.report = dataclasses.replace(candidate.report, n_dropped_messages=start - lead)
+            return _checked(candidate, user_policy, n_cut=n_full - candidate.report.n_tokens, why="truncation='turns'")
+    last = starts[-1] if starts else lead
+    msg = (
+        f"truncation='turns' drops whole exchanges, but the last one (from message {last}) with the system prompt "
+        f"is still over max_length={max_length} tokens under template {out.report.template!r}. Raise max_length or "
+        "use truncation='right' or 'left'."
+    )
+    raise TruncationError(msg, message_index=last, template=out.report.template)
+
+
+def _checked(out: Any, policy: Policy, *, n_cut: int, why: str) -> Any:
+    labels = np.asarray(out._arrays["labels"])
+    n_trained = int(np.count_nonzero(labels != IGNORE_INDEX))
+    out.report = dataclasses.replace(out.report, n_trained=n_trained, n_cut=n_cut)
+    if n_trained == 0 and policy.on_empty == "raise":
+        cause = f" after {why} cut {n_cut} tokens" if n_cut else ""
+        msg = (
+            f"Nothing to train{cause}: under template {out.report.template!r} no token of this sample is trained. "
+            "Drop the sample, raise max_length, choose another truncation, or pass Policy(on_empty='keep') "
+            "to receive it and count it yourself."
+        )
+        raise NothingToTrainError(msg, template=out.report.template)
+    return out
