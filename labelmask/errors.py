@@ -49,6 +49,18 @@ class LabelmaskError(Exception):
         self.message_index = message_index
         self.template = template
 
+    def __reduce__(self):
+        # Pickled whole (class, message, attributes), so an error raised in a worker process
+        # (datasets' map with num_proc > 1) reaches the parent as itself.
+        return _rebuild, (type(self), self.args, self.__dict__)
+
+
+def _rebuild(cls: type, args: tuple, state: dict) -> LabelmaskError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, *args)
+    error.__dict__.update(state)
+    return error
+
 
 class ConversationError(LabelmaskError, ValueError):
     """The conversation is not something labelmask can render (wrong types, roles, fields)."""
