@@ -10,6 +10,7 @@ The data flow, one module per stage::
 """
 
 from labelmask._collate import Collator
+from labelmask._datasets import MaskStats, mask_dataset
 from labelmask._mask import MaskedConversation, MaskReport, mask_conversation
 from labelmask._parts import Part, Role
 from labelmask._policy import IGNORE_INDEX, Policy
@@ -35,6 +36,7 @@ __all__ = [
     "ConversationError",
     "LabelmaskError",
     "MaskReport",
+    "MaskStats",
     "MaskedConversation",
     "NothingToTrainError",
     "Part",
@@ -47,6 +49,7 @@ __all__ = [
     "TruncationError",
     "UnverifiedTemplateError",
     "mask_conversation",
+    "mask_dataset",
     "register_template",
     "template_hash",
     "templates",

@@ -1,0 +1,417 @@
+"""Masking a ``datasets.Dataset`` of conversations: :func:`mask_dataset`.
+
+``datasets`` is imported inside the function; labelmask does not depend on it.
+
+Typed columns. ``datasets`` stores nested dicts as Arrow structs with one schema for
+the whole column: a key missing from one row's dict comes back as ``None``, and an
+integer in one row next to a float in another comes back as a float (``3`` as
+``3.0``). For the fields whose schema labelmask knows (messages, content parts, tool
+calls and their ``function``), ``None`` means absent and is dropped, as
+:func:`mask_conversation` drops it on a message. Tool-call ``arguments`` and ``tools``
+are free-form JSON: there a ``None`` may be a real ``null`` and a float a real
+float, so a struct-typed ``arguments`` or ``tools`` column cannot be read back as
+written. :func:`mask_dataset` refuses such a dataset unless told to trust it; store
+those fields with the ``datasets.Json()`` feature (exact round trip) or as JSON
+strings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Mapping
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from labelmask._mask import mask_conversation
+from labelmask._policy import Policy
+from labelmask.errors import ConversationError, LabelmaskError
+
+__all__ = ["MaskStats", "mask_dataset"]
+
+_OUTPUT = ("input_ids", "attention_mask", "labels")
+_REPORT = ("n_tokens", "n_trained")
+_PROVENANCE = ("message_index", "role", "part")
+_ERROR_TYPE = "_labelmask_error_type"
+_ERROR = "_labelmask_error"
+
+
+@dataclasses.dataclass(frozen=True)
+class MaskStats:
+    """What :func:`mask_dataset` did to a dataset.
+
+    Attributes:
+        n_rows: Rows in the input dataset.
+        n_kept: Rows in the output dataset.
+        dropped: Rows dropped (``on_error="drop"``), by error class name, e.g.
+            ``{"NothingToTrainError": 3, "ConversationError": 1}``.
+        first_error: For each error class in ``dropped``, the message of its first
+            dropped row (``"Row 17: ..."``).
+        n_tokens: Tokens in the kept rows.
+        n_trained: Trained tokens (label not -100) in the kept rows.
+    """
+
+    n_rows: int
+    n_kept: int
+    dropped: dict[str, int]
+    first_error: dict[str, str]
+    n_tokens: int
+    n_trained: int
+
+    @property
+    def n_dropped(self) -> int:
+        return sum(self.dropped.values())
+
+    def __str__(self) -> str:
+        why = ", ".join(f"{n} {name}" for name, n in sorted(self.dropped.items())) or "none"
+        return (
+            f"{self.n_kept}/{self.n_rows} rows kept ({self.n_dropped} dropped: {why}); "
+            f"{self.n_trained}/{self.n_tokens} tokens trained"
+        )
+
+
+def mask_dataset(
+    dataset: Any,
+    processor: Any,
+    *,
+    messages_column: str = "messages",
+    tools_column: str = "tools",
+    policy: Policy | None = None,
+    template: str | None = None,
+    on_error: str = "raise",
+    remove_columns: bool | list[str] = True,
+    num_proc: int | None = None,
+    batch_size: int = 1000,
+    keep_provenance: bool = False,
+    trust_structs: bool = False,
+    load_from_cache_file: bool | None = None,
+    **template_kwargs: Any,
+) -> tuple[Any, MaskStats]:
+    """Mask every conversation of a ``datasets.Dataset`` with :func:`mask_conversation`.
+
+    Args:
+        dataset: A ``datasets.Dataset`` with a column of conversations.
+        processor: A fast tokenizer, as for :func:`mask_conversation`. It is pickled
+            to the worker processes when ``num_proc > 1``.
+        messages_column: The column of conversations (lists of messages).
+        tools_column: The column of tool definitions, used when the dataset has it:
+            a list of JSON schemas, a JSON string of one, or ``None`` per row.
+        policy: What to train, as for :func:`mask_conversation`.
+        template: Annotated template name, as for :func:`mask_conversation`.
+        on_error: ``"raise"``: a row raising a :class:`~labelmask.LabelmaskError`
+            (including :class:`~labelmask.NothingToTrainError`) raises it, its message
+            starting ``"Row <index>: "`` and its ``row`` attribute set. ``"drop"``: such
+            rows are dropped and counted in :attr:`MaskStats.dropped` by error class.
+        remove_columns: ``True`` drops every source column, ``False`` keeps them all,
+            a list drops those.
+        num_proc: Worker processes for ``Dataset.map`` (``None``: this process).
+        batch_size: Rows per batch given to each ``map`` call.
+        keep_provenance: Also write the ``message_index``, ``role`` and ``part`` columns.
+        trust_structs: Accept tool-call ``arguments`` and ``tools`` stored as Arrow
+            structs (see the module docstring: ``datasets`` fills keys missing from a
+            row with ``None`` and widens ints to floats, which changes the rendered
+            text). Off: such a dataset raises :class:`~labelmask.ConversationError`.
+        load_from_cache_file: Passed to ``Dataset.map``. The cache fingerprint is
+            computed by labelmask from the input fingerprint, the tokenizer's
+            vocabulary and chat template, the annotated templates known (shipped and
+            registered), labelmask's own source, and every option, so a cached result
+            is reused only when all of them are unchanged.
+        **template_kwargs: Passed to :func:`mask_conversation` (``enable_thinking=False``,
+            ``verify=True``, ...).
+
+    Returns:
+        ``(masked, stats)``: the dataset with ``input_ids``, ``attention_mask``,
+        ``labels`` (lists of ints, ``-100`` where no loss), ``n_tokens`` and
+        ``n_trained`` per row (and the provenance columns when asked), in the input's
+        row order; and a :class:`MaskStats`.
+
+    Raises:
+        LabelmaskError: with ``on_error="raise"``, the first failing row's error
+            (in a worker process, the first one that worker met).
+        ConversationError: struct-typed ``arguments`` or ``tools`` without ``trust_structs=True``.
+        KeyError: no ``messages_column``.
+        ValueError: a kept source column has the name of an output column.
+    """
+    import datasets
+
+    if on_error not in ("raise", "drop"):
+        raise ValueError(f"on_error={on_error!r}: use 'raise' or 'drop'.")
+    if policy is not None and not isinstance(policy, Policy):
+        raise TypeError(f"policy must be a labelmask.Policy, not {type(policy).__name__}")
+    columns = list(dataset.column_names)
+    if messages_column not in columns:
+        raise KeyError(f"The dataset has no column {messages_column!r} (columns: {columns}); pass messages_column=.")
+    if remove_columns is True:
+        removed = columns
+    elif remove_columns is False:
+        removed = []
+    else:
+        removed = list(remove_columns)
+        unknown = [c for c in removed if c not in columns]
+        if unknown:
+            raise KeyError(f"remove_columns names columns the dataset lacks: {unknown}")
+    kept = [c for c in columns if c not in removed]
+    written = _OUTPUT + _REPORT + (_PROVENANCE if keep_provenance else ())
+    clash = [c for c in kept if c in written]
+    if clash:
+        raise ValueError(f"Source columns {clash} would be overwritten by labelmask's output; remove or rename them.")
+    tools_column = tools_column if tools_column in columns else None
+    if not trust_structs:
+        _refuse_structs(dataset.features, messages_column, tools_column)
+
+    int32 = datasets.Value("int32")
+    new_features = {name: datasets.List(int32) for name in _OUTPUT}
+    new_features.update({name: datasets.Value("int64") for name in _REPORT})
+    if keep_provenance:
+        new_features.update({name: datasets.List(int32) for name in _PROVENANCE})
+    if on_error == "drop":
+        new_features.update({_ERROR_TYPE: datasets.Value("string"), _ERROR: datasets.Value("string")})
+    features = datasets.Features({**{c: dataset.features[c] for c in kept}, **new_features})
+
+    masker = _Masker(
+        processor=processor,
+        messages_column=messages_column,
+        tools_column=tools_column,
+        policy=policy,
+        template=template,
+        on_error=on_error,
+        keep_provenance=keep_provenance,
+        template_kwargs=template_kwargs,
+        registered=_registered(),
+    )
+    fingerprint = _fingerprint(dataset, masker, removed, batch_size)
+    masked = dataset.map(
+        masker,
+        batched=True,
+        batch_size=batch_size,
+        with_indices=True,
+        num_proc=num_proc,
+        remove_columns=removed,
+        features=features,
+        new_fingerprint=fingerprint,
+        load_from_cache_file=load_from_cache_file,
+        desc="labelmask: masking",
+    )
+    dropped: dict[str, int] = {}
+    first_error: dict[str, str] = {}
+    if on_error == "drop":
+        for kind, message in zip(masked[_ERROR_TYPE], masked[_ERROR]):
+            if kind is not None:
+                dropped[kind] = dropped.get(kind, 0) + 1
+                first_error.setdefault(kind, message)
+        if dropped:
+            masked = masked.filter(
+                _is_ok,
+                input_columns=[_ERROR_TYPE],
+                batched=True,
+                batch_size=batch_size,
+                num_proc=num_proc,
+                new_fingerprint=_hash(fingerprint, "filter"),
+                load_from_cache_file=load_from_cache_file,
+                desc="labelmask: dropping failed rows",
+            )
+        masked = masked.remove_columns([_ERROR_TYPE, _ERROR])
+    stats = MaskStats(
+        n_rows=len(dataset),
+        n_kept=len(masked),
+        dropped=dropped,
+        first_error=first_error,
+        n_tokens=sum(masked["n_tokens"]),
+        n_trained=sum(masked["n_trained"]),
+    )
+    return masked, stats
+
+
+def _is_ok(error_types: list[str | None]) -> list[bool]:
+    return [kind is None for kind in error_types]
+
+
+@dataclasses.dataclass
+class _Masker:
+    """The batched ``map`` function; a picklable object, so it reaches worker processes whole."""
+
+    processor: Any
+    messages_column: str
+    tools_column: str | None
+    policy: Policy | None
+    template: str | None
+    on_error: str
+    keep_provenance: bool
+    template_kwargs: dict[str, Any]
+    registered: dict[str, Any]  # runtime registrations, re-made in a worker started by spawn
+
+    def __call__(self, batch: Mapping[str, list], indices: list[int]) -> dict[str, list]:
+        _sync_registry(self.registered)
+        names = _OUTPUT + _REPORT + (_PROVENANCE if self.keep_provenance else ())
+        out: dict[str, list] = {name: [] for name in names}
+        if self.on_error == "drop":
+            out[_ERROR_TYPE] = []
+            out[_ERROR] = []
+        tools_rows = batch[self.tools_column] if self.tools_column else [None] * len(indices)
+        for row, messages, tools in zip(indices, batch[self.messages_column], tools_rows):
+            try:
+                result = mask_conversation(
+                    _clean_messages(messages),
+                    self.processor,
+                    tools=_clean_tools(tools),
+                    policy=self.policy,
+                    template=self.template,
+                    return_tensors="np",
+                    **self.template_kwargs,
+                )
+            except LabelmaskError as exc:
+                exc.args = (f"Row {row}: {exc.args[0] if exc.args else ''}", *exc.args[1:])
+                exc.row = row
+                if self.on_error == "raise":
+                    raise
+                for name in names:
+                    out[name].append(0 if name in _REPORT else [])
+                out[_ERROR_TYPE].append(type(exc).__name__)
+                out[_ERROR].append(str(exc))
+                continue
+            for name in _OUTPUT + (_PROVENANCE if self.keep_provenance else ()):
+                out[name].append(result[name].tolist())
+            out["n_tokens"].append(result.report.n_tokens)
+            out["n_trained"].append(result.report.n_trained)
+            if self.on_error == "drop":
+                out[_ERROR_TYPE].append(None)
+                out[_ERROR].append(None)
+        return out
+
+
+def _without_none(value: Any) -> Any:
+    return {k: v for k, v in value.items() if v is not None} if isinstance(value, Mapping) else value
+
+
+def _clean_messages(messages: Any) -> Any:
+    """Drop the ``None`` values Arrow fills into messages, content parts, tool calls and functions."""
+    if not isinstance(messages, list):
+        return messages  # mask_conversation says what is wrong
+    cleaned = []
+    for message in messages:
+        message = _without_none(message)
+        if isinstance(message, dict):
+            if isinstance(message.get("content"), list):
+                message["content"] = [_without_none(part) for part in message["content"]]
+            if isinstance(message.get("tool_calls"), list):
+                calls = []
+                for call in message["tool_calls"]:
+                    call = _without_none(call)
+                    if isinstance(call, dict) and "function" in call:
+                        call["function"] = _without_none(call["function"])
+                    calls.append(call)
+                message["tool_calls"] = calls
+        cleaned.append(message)
+    return cleaned
+
+
+def _clean_tools(tools: Any) -> Any:
+    if isinstance(tools, str):
+        try:
+            return json.loads(tools)
+        except json.JSONDecodeError as exc:
+            raise ConversationError(f"The tools column holds a string that is not JSON: {exc}.") from None
+    return tools
+
+
+def _refuse_structs(features: Any, messages_column: str, tools_column: str | None) -> None:
+    arguments = _child(features[messages_column], "tool_calls", "function", "arguments")
+    where = []
+    if _has_struct(arguments):
+        where.append(f"{messages_column}[].tool_calls[].function.arguments")
+    if tools_column is not None and _has_struct(features[tools_column]):
+        where.append(tools_column)
+    if where:
+        msg = (
+            f"{' and '.join(where)} {'is' if len(where) == 1 else 'are'} stored as Arrow structs. datasets gives "
+            "every row the keys of all rows (missing ones as None) and one number type (3 becomes 3.0), so "
+            "the template would render JSON the rows never had. Store these fields with the datasets.Json() "
+            "feature (e.g. Dataset.from_list(rows, features=...) with 'arguments': Json() and "
+            f"'{tools_column or 'tools'}': List(Json())) or as JSON strings; or pass trust_structs=True "
+            "if every row has the same keys and number types."
+        )
+        raise ConversationError(msg)
+
+
+def _child(feature: Any, *keys: str) -> Any:
+    for key in keys:
+        while not isinstance(feature, dict) and hasattr(feature, "feature"):
+            feature = feature.feature  # List, LargeList
+        if not isinstance(feature, dict) or key not in feature:
+            return None
+        feature = feature[key]
+    return feature
+
+
+def _has_struct(feature: Any) -> bool:
+    while not isinstance(feature, dict) and hasattr(feature, "feature"):
+        feature = feature.feature
+    return isinstance(feature, dict)
+
+
+def _registered() -> dict[str, Any]:
+    from labelmask._registry import _LOCK, _REGISTERED
+
+    with _LOCK:
+        return dict(_REGISTERED)
+
+
+def _sync_registry(registered: dict[str, Any]) -> None:
+    """Make this process know the parent's runtime registrations (a spawned worker starts without them)."""
+    from labelmask._registry import _LOCK, _REGISTERED, _on_change
+
+    if not registered:
+        return
+    with _LOCK:
+        missing = {name: t for name, t in registered.items() if _REGISTERED.get(name) != t}
+        _REGISTERED.update(missing)
+    if missing:
+        _on_change()
+
+
+@lru_cache(maxsize=1)
+def _source_hash() -> str:
+    digest = hashlib.sha256()
+    for path in sorted(Path(__file__).parent.rglob("*.py")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def _hash(*parts: Any) -> str:
+    return hashlib.sha256(repr(parts).encode("utf-8")).hexdigest()[:32]
+
+
+def _fingerprint(dataset: Any, masker: _Masker, removed: list[str], batch_size: int) -> str:
+    from labelmask import __version__
+    from labelmask._registry import templates
+
+    processor = masker.processor
+    backend = getattr(processor, "backend_tokenizer", None)
+    tokenizer_state = (
+        type(processor).__name__,
+        backend.to_str() if backend is not None else repr(processor),
+        repr(getattr(processor, "chat_template", None)),
+        repr(sorted(getattr(processor, "special_tokens_map", {}).items())),
+    )
+    known = sorted((t.name, t.source, t.matches, t.content_format) for t in templates().values())
+    options = (
+        masker.messages_column,
+        masker.tools_column,
+        _policy_key(masker.policy),
+        masker.template,
+        masker.on_error,
+        masker.keep_provenance,
+        repr(sorted(masker.template_kwargs.items())),
+        removed,
+        batch_size,
+    )
+    return _hash(dataset._fingerprint, __version__, _source_hash(), _hash(tokenizer_state), _hash(known), options)
+
+
+def _policy_key(policy: Policy | None) -> str:
+    if policy is None:
+        return "default"
+    fields = {f.name: getattr(policy, f.name) for f in dataclasses.fields(policy)}
+    return repr(sorted((k, sorted(v) if isinstance(v, frozenset) else v) for k, v in fields.items()))
