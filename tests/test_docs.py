@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import re
 import subprocess
 import sys
@@ -39,3 +40,17 @@ def test_reference_names_every_public_name():
     reference = (ROOT / "docs" / "reference.md").read_text(encoding="utf-8")
     missing = [name for name in labelmask.__all__ if f"`{name}" not in reference]
     assert missing == []
+
+
+def test_readme_sft_script_is_the_example_script():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert snippet(ROOT / "examples" / "sft.py", "sft") in readme
+
+
+def test_sft_script_trains_on_the_shipped_example():
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "sft.py")], capture_output=True, text=True, check=True
+    ).stdout
+    assert "8/8 rows kept" in out
+    losses = ast.literal_eval(out.split("losses:", 1)[1].strip())
+    assert len(losses) == 3 and losses[-1] < losses[0]
