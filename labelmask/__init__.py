@@ -15,6 +15,7 @@ from labelmask._mask import MaskedConversation, MaskReport, mask_conversation
 from labelmask._parts import Part, Role
 from labelmask._policy import IGNORE_INDEX, Policy
 from labelmask._registry import AnnotatedTemplate, register_template, template_hash, templates
+from labelmask._turns import mask_turns
 from labelmask.errors import (
     AnnotationError,
     ConversationError,
@@ -50,6 +51,7 @@ __all__ = [
     "UnverifiedTemplateError",
     "mask_conversation",
     "mask_dataset",
+    "mask_turns",
     "register_template",
     "template_hash",
     "templates",

@@ -1,0 +1,75 @@
+"""One example per exchange, for templates that rewrite history.
+
+Qwen3 (and others) render an assistant turn differently once a later user message
+follows it: its reasoning is dropped. Trained in one example, every earlier reply is
+learned as the template shows it in the history (without reasoning), never as the
+model produced it. :func:`mask_turns` instead renders each exchange as the last one:
+for every user message, the conversation up to the end of the replies that answer it,
+with only those replies trained. The cost is one render per exchange and the history
+tokenised again each time (quadratic in the number of exchanges).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+from labelmask._mask import MaskedConversation, mask_conversation
+from labelmask._policy import IGNORE_INDEX, Policy
+from labelmask.errors import ConversationError, NothingToTrainError
+
+__all__ = ["mask_turns"]
+
+
+def mask_turns(
+    messages: Any, processor: Any, *, policy: Policy | None = None, **kwargs: Any
+) -> list[MaskedConversation]:
+    """Mask each exchange of ``messages`` as the last turn of its own example.
+
+    An exchange is a user message and the messages after it up to the next user
+    message; its example is the conversation through the exchange's last assistant
+    message, trained only on the messages after that user message (the replies, with
+    their tool calls; tool results stay untrained as usual). Exchanges without an
+    assistant reply give no example. Arguments as for :func:`mask_conversation`.
+
+    Returns:
+        One :class:`MaskedConversation` per exchange with a reply, in order; each
+        report's ``n_trained`` counts that exchange's trained tokens.
+
+    Raises:
+        NothingToTrainError: an exchange trains nothing (``Policy(on_empty="keep")`` keeps it).
+    """
+    if not isinstance(messages, list):
+        raise ConversationError(f"messages must be a list of message mappings, not {type(messages).__name__}.")
+    user_policy = policy if policy is not None else Policy()
+    if not isinstance(user_policy, Policy):
+        raise TypeError(f"policy must be a labelmask.Policy, not {type(user_policy).__name__}")
+    inner = dataclasses.replace(user_policy, on_empty="keep")
+    role = [m.get("role") if isinstance(m, dict) else None for m in messages]
+    users = [i for i, r in enumerate(role) if r == "user"]
+    bounds = list(zip(users, users[1:] + [len(messages)]))
+    examples = []
+    for start, stop in bounds:
+        replies = [i for i in range(start + 1, stop) if role[i] == "assistant"]
+        if not replies:
+            continue
+        end = replies[-1] + 1
+        out = mask_conversation(messages[:end], processor, policy=inner, **kwargs)
+        # Only the messages after this exchange's user message are trained.
+        owners = np.asarray(out._arrays["message_index"])
+        labels = np.asarray(out._arrays["labels"]).copy()
+        labels[owners <= start] = IGNORE_INDEX
+        out._arrays["labels"] = labels
+        out._converted.pop("labels", None)
+        n_trained = int(np.count_nonzero(labels != IGNORE_INDEX))
+        out.report = dataclasses.replace(out.report, n_trained=n_trained)
+        if n_trained == 0 and user_policy.on_empty == "raise":
+            msg = (
+                f"Nothing to train in the exchange starting at message {start} (template {out.report.template!r}): "
+                "its replies give no trained token under the policy. Drop it, or pass Policy(on_empty='keep')."
+            )
+            raise NothingToTrainError(msg, message_index=start, template=out.report.template)
+        examples.append(out)
+    return examples
