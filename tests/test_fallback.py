@@ -216,7 +216,7 @@ def test_derived_labels_equal_the_annotation_wherever_the_derivation_is_verified
     tok = unregistered(name, annotated_tok.chat_template)
     outcomes: collections.Counter = collections.Counter()
 
-    @settings(max_examples=max(1, settings.default.max_examples // 8))
+    @settings(max_examples=max(1, settings.default.max_examples // 16))
     @given(drawn=case.strategy, kwargs=case.kwargs)
     def run(drawn, kwargs):
         messages, tools = drawn

@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import labelmask
@@ -160,6 +160,7 @@ def test_invariants(name, tokenizers, data):
 
 
 @pytest.mark.parametrize("name", [n for n in NAMES if not CASES[n].parts])
+@settings(max_examples=max(1, settings.default.max_examples // 2))  # a render check only: 100 in CI
 @given(data=st.data())
 def test_typed_content_parts_render_or_fail_like_the_stock_template(name, tokenizers, data):
     """Content given as typed parts: where the stock template renders it, the text is
