@@ -95,6 +95,10 @@ def derive(
     generation = uses_generation_tags(stock_source)
     method = "generation" if generation else "differential"
     _check_policy(policy, name, method)
+    for i, (flag, role) in enumerate(zip(conversation.train or (), conversation.roles)):
+        if flag and role != _ASSISTANT:
+            why = '"train": True on a non-assistant message, and derived spans tell only assistant output apart'
+            raise _refuse(name, why, i)
     for i, (message, role) in enumerate(zip(conversation.messages, conversation.roles)):
         content = message.get("content")
         if role == _ASSISTANT and isinstance(content, list):

@@ -16,7 +16,7 @@ from labelmask._align import align
 from labelmask._derive import derive
 from labelmask._encode import Encoded, backend_of, encode
 from labelmask._messages import normalize_conversation, plain_kwargs
-from labelmask._policy import IGNORE_INDEX, Policy, apply_policy
+from labelmask._policy import IGNORE_INDEX, Policy, apply_policy, trained_messages
 from labelmask._registry import AnnotatedTemplate, find_template, get_template, template_hash
 from labelmask._render import Span, compile_template, named_spans, render_annotated, render_stock
 from labelmask.errors import (
@@ -73,6 +73,8 @@ class MaskedConversation(Mapping):
     """The result of :func:`mask_conversation`: a read-only mapping of arrays.
 
     Keys: ``input_ids``, ``attention_mask``, ``labels`` (``-100`` where no loss),
+    ``loss_weights`` (float32: the weight of the token's message where it is
+    trained, 1.0 unless the message carries a ``"weight"``; 0.0 where no loss),
     and per-token provenance ``message_index`` (-1 for template text outside every
     message), ``role`` (a :class:`~labelmask.Role` code) and ``part`` (a
     :class:`~labelmask.Part` code). Values are lists, numpy arrays or torch
@@ -178,7 +180,8 @@ def _convert(array: np.ndarray, return_tensors: str | None) -> Any:
         return array
     import torch
 
-    return torch.from_numpy(np.ascontiguousarray(array).astype(np.int64, copy=False))
+    dtype = np.float32 if array.dtype.kind == "f" else np.int64
+    return torch.from_numpy(np.ascontiguousarray(array).astype(dtype, copy=False))
 
 
 def mask_conversation(
@@ -199,7 +202,11 @@ def mask_conversation(
 
     Args:
         messages: OpenAI-style messages (``role``, ``content``, optional
-            ``tool_calls``, ``reasoning_content``).
+            ``tool_calls``, ``reasoning_content``). Two optional keys are
+            labelmask's, removed before rendering: ``"train"`` (bool: train this
+            message, or not, whatever the policy says of its role) and
+            ``"weight"`` (a finite number >= 0, returned per trained token in
+            ``loss_weights``). ``None`` counts as absent.
         processor: A fast ``transformers`` tokenizer whose ``chat_template`` has a
             registered annotation.
         tools: Tool JSON schemas, passed to the template as ``apply_chat_template`` does.
@@ -299,7 +306,8 @@ def mask_conversation(
         rendered = _render_annotated(annotated, stock_source, variables, len(conversation.messages), verify)
     encoded = encode(backend, rendered.text)
     aligned = align(rendered, encoded, conversation.roles)
-    decision = apply_policy(aligned, policy)
+    message_ok = trained_messages(policy, conversation.roles, conversation.train)
+    decision = apply_policy(aligned, policy, message_ok)
 
     n_trained = int(decision.trained.sum())
     report = MaskReport(
@@ -313,19 +321,28 @@ def mask_conversation(
     if n_trained == 0 and policy.on_empty == "raise":
         trained_roles = ", ".join(sorted(policy.roles))
         n_messages = len(conversation.messages)
+        which = f"a trained role ({trained_roles})" + (", last turn only" if policy.last_turn_only else "")
+        if conversation.train is not None:
+            which = f'a trained message (role {which}, or "train": True; none with "train": False)'
         msg = (
             f"Nothing to train: under template {name!r} no token of this {n_messages}-message "
-            f"conversation belongs to a trained role ({trained_roles}) with text to learn. "
+            f"conversation belongs to {which} with text to learn. "
             "Every label would be -100 (zero loss, NaN gradients in a batch of such samples). "
             "Drop the sample, add an assistant reply, or pass Policy(on_empty='keep') to receive it "
             "and count it yourself."
         )
         raise NothingToTrainError(msg, template=name)
     labels = np.where(decision.trained, encoded.ids, IGNORE_INDEX)
+    if conversation.weights is None:
+        loss_weights = decision.trained.astype(np.float32)
+    else:
+        weight_of = np.append(np.asarray(conversation.weights, dtype=np.float32), np.float32(0))
+        loss_weights = np.where(decision.trained, weight_of[aligned.token_message], np.float32(0))
     arrays = {
         "input_ids": encoded.ids,
         "attention_mask": np.ones(len(encoded.ids), dtype=np.int64),
         "labels": labels,
+        "loss_weights": loss_weights,
         "message_index": aligned.token_message.astype(np.int64),
         "role": aligned.token_role.astype(np.int64),
         "part": aligned.token_part.astype(np.int64),

@@ -4,16 +4,21 @@ The template must see exactly what ``apply_chat_template`` would give it, or the
 render is not the stock render. transformers drops keys whose value is ``None``,
 copies everything into plain JSON types, and fills ``reasoning_content`` /
 ``thinking`` from any of the reasoning field names; we do the same, checked
-against transformers by the render-parity property tests.
+against transformers by the render-parity property tests. Two keys are
+labelmask's own and never reach the template: ``"train"`` and ``"weight"``
+(training metadata, read into :class:`Conversation`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+import numpy as np
 
 from labelmask._parts import ROLE_ALIASES
 from labelmask.errors import ConversationError
@@ -32,11 +37,40 @@ class Conversation:
         messages: Plain-data copies of the messages, as the template sees them.
         roles: :class:`Role` code (an int) of each message.
         tools: Plain-data tool schemas, or ``None``.
+        train: Each message's ``"train"`` flag (``True``, ``False``, or ``None`` when
+            it carries none), or ``None`` when no message carries one.
+        weights: Each message's ``"weight"`` (1.0 when it carries none), or ``None``
+            when no message carries one.
     """
 
     messages: list[dict[str, Any]]
     roles: tuple[int, ...]
     tools: list[dict[str, Any]] | None
+    train: tuple[bool | None, ...] | None = None
+    weights: tuple[float, ...] | None = None
+
+
+# Per-message keys labelmask reads and removes before rendering: training metadata, not text.
+LABELMASK_KEYS = ("train", "weight")
+
+
+def _train_flag(value: Any, index: int) -> bool:
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    msg = f'Message {index}: "train" must be True or False, not {type(value).__name__} ({value!r:.40}).'
+    raise ConversationError(msg, message_index=index)
+
+
+def _weight(value: Any, index: int) -> float:
+    try:
+        ok = not isinstance(value, (bool, str, bytes)) and value == float(value)
+    except (TypeError, ValueError):
+        ok = False
+    weight = float(value) if ok else math.nan
+    if not math.isfinite(weight) or weight < 0:
+        msg = f'Message {index}: "weight" must be a finite number >= 0, not {value!r:.40}.'
+        raise ConversationError(msg, message_index=index)
+    return weight
 
 
 # labelmask's span markers; input text may not contain them.
@@ -147,7 +181,9 @@ def normalize_conversation(
     Args:
         messages: OpenAI-style messages: mappings with ``role`` and ``content``
             (a string or a list of typed parts), optional ``tool_calls`` and
-            ``reasoning_content``.
+            ``reasoning_content``; optional ``"train"`` (a bool) and ``"weight"`` (a
+            finite number >= 0), removed from what the template sees (``None``
+            counts as absent).
         tools: JSON-schema tool definitions, or ``None``.
         content_format: ``"parts"`` wraps string content as one text part, for
             templates that only read typed parts (LLaVA's); ``"text"`` leaves it.
@@ -168,6 +204,8 @@ def normalize_conversation(
         raise ConversationError("messages is empty; a conversation needs at least one message.")
     out: list[dict[str, Any]] = []
     roles: list[int] = []
+    train: dict[int, bool] = {}
+    weights: dict[int, float] = {}
     for i, message in enumerate(messages):
         # Fast path for the common message, {"role": str, "content": str}; same checks, fewer calls.
         if type(message) is dict and len(message) == 2:
@@ -207,8 +245,12 @@ def normalize_conversation(
                 raise ConversationError(msg, message_index=i)
         else:
             _check_content(content, i)
+        if message.get("train") is not None:
+            train[i] = _train_flag(message["train"], i)
+        if message.get("weight") is not None:
+            weights[i] = _weight(message["weight"], i)
         try:
-            plain = {k: _plain(v) for k, v in message.items() if v is not None}
+            plain = {k: _plain(v) for k, v in message.items() if v is not None and k not in LABELMASK_KEYS}
         except _ReservedCharacter:
             _raise_reserved(i)
         if content_format == "parts" and isinstance(plain.get("content"), str):
@@ -236,7 +278,13 @@ def normalize_conversation(
             else:
                 raise ConversationError(f"tools[{j}] is a {type(tool).__name__}; pass a JSON-schema dict.")
         tools = schemas
-    return Conversation(messages=out, roles=tuple(roles), tools=tools)
+    return Conversation(
+        messages=out,
+        roles=tuple(roles),
+        tools=tools,
+        train=tuple(train.get(i) for i in range(len(out))) if train else None,
+        weights=tuple(weights.get(i, 1.0) for i in range(len(out))) if weights else None,
+    )
 
 
 def plain_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:

@@ -8,8 +8,10 @@ syntax, the end-of-turn token) and nothing else.
 Which tokens are trained, exactly. Characters (in practice, the segments of text
 between span markers) fall in three classes:
 
-* *trained*: in the generated region of a message whose role the policy trains,
-  in a part the policy trains;
+* *trained*: in the generated region of a trained message, in a part the policy
+  trains. A message is trained when its role is in ``policy.roles`` (with
+  ``last_turn_only``, only the last such message), unless it carries a
+  ``"train"`` flag, which decides for that message alone;
 * *tolerated*: the header (generation prompt) of such a message, when
   ``straddle="train"``;
 * *blocked*: everything else: other messages, template text outside the turn,
@@ -33,7 +35,7 @@ import numpy as np
 from labelmask._align import Aligned
 from labelmask._parts import ROLE_ALIASES, Part, Role
 
-__all__ = ["IGNORE_INDEX", "Policy", "Trained", "apply_policy"]
+__all__ = ["IGNORE_INDEX", "Policy", "Trained", "apply_policy", "trained_messages"]
 
 IGNORE_INDEX = -100
 """The label of a token that gets no loss (PyTorch's ``CrossEntropyLoss`` default)."""
@@ -55,6 +57,20 @@ class Policy:
         on_empty: When no token is trained: ``"raise"``
             :class:`~labelmask.errors.NothingToTrainError`, or ``"keep"`` the
             sample (its report says ``n_trained == 0``).
+        last_turn_only: Train only the last message whose role is in ``roles``
+            (usually the final assistant reply); earlier ones get no loss. An
+            assistant message that makes tool calls and the reply after their
+            results are two messages: only the reply is the last turn.
+
+    A message may also decide for itself: ``"train": False`` on a message is never
+    trained, ``"train": True`` is trained whatever its role and ``last_turn_only``
+    (its generated region, as for any trained role; ``reasoning``, ``tool_calls``
+    and ``eot`` still apply). ``"weight": w`` scales its loss in the result's
+    ``loss_weights``. Both keys are removed before the template renders.
+
+    Policies nest: what ``roles={"system", "user", "assistant", "tool"}`` trains
+    includes what the default trains, which includes what
+    ``last_turn_only=True`` trains.
 
     Example:
         >>> Policy(roles=("user", "assistant"), straddle="drop").roles
@@ -67,6 +83,7 @@ class Policy:
     eot: bool = True
     straddle: Literal["train", "drop"] = "train"
     on_empty: Literal["raise", "keep"] = "raise"
+    last_turn_only: bool = False
 
     def __post_init__(self) -> None:
         roles = frozenset([self.roles] if isinstance(self.roles, str) else self.roles)
@@ -114,10 +131,34 @@ class Trained:
 _BLOCKED, _TRAINED, _HEADER = 0, 1, 2
 
 
-def apply_policy(aligned: Aligned, policy: Policy) -> Trained:
-    """Decide, token by token, what ``policy`` trains."""
-    role_table, part_table = policy._tables
-    role_ok = role_table[aligned.seg_role + 1]
+def trained_messages(policy: Policy, roles: tuple[int, ...], train: tuple[bool | None, ...] | None) -> np.ndarray:
+    """``bool[n_messages + 1]``: which messages ``policy`` trains; the last row, for
+    text outside every message (message -1), is False.
+
+    Args:
+        roles: :class:`Role` code of each message.
+        train: Each message's ``"train"`` flag, ``None`` where it carries none (or
+            ``None`` for no flags at all).
+    """
+    role_table, _ = policy._tables
+    ok = np.append(role_table[np.asarray(roles, dtype=np.int64) + 1], False)
+    if policy.last_turn_only:
+        ok[np.flatnonzero(ok)[:-1]] = False
+    if train is not None:
+        for i, flag in enumerate(train):
+            if flag is not None:
+                ok[i] = flag
+    return ok
+
+
+def apply_policy(aligned: Aligned, policy: Policy, message_ok: np.ndarray) -> Trained:
+    """Decide, token by token, what ``policy`` trains.
+
+    Args:
+        message_ok: Which messages are trained, from :func:`trained_messages`.
+    """
+    _, part_table = policy._tables
+    role_ok = message_ok[aligned.seg_message]
     seg_class = np.where(
         role_ok & aligned.seg_generated & part_table[aligned.seg_part],
         _TRAINED,

@@ -249,7 +249,7 @@ def test_return_types_agree(return_tensors, tokenizers):
     messages = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]
     ref = labelmask.mask_conversation(messages, tokenizers["llama3"])
     out = labelmask.mask_conversation(messages, tokenizers["llama3"], return_tensors=return_tensors)
-    assert set(out) == {"input_ids", "attention_mask", "labels", "message_index", "role", "part"}
+    assert set(out) == {"input_ids", "attention_mask", "labels", "loss_weights", "message_index", "role", "part"}
     for key in out:
         value = out[key]
         as_list = value if return_tensors is None else value.tolist()
@@ -257,7 +257,9 @@ def test_return_types_agree(return_tensors, tokenizers):
         if return_tensors == "pt":
             import torch
 
-            assert value.dtype == torch.int64
+            assert value.dtype == (torch.float32 if key == "loss_weights" else torch.int64)
+        if return_tensors == "np":
+            assert value.dtype.kind == ("f" if key == "loss_weights" else "i")
 
 
 def test_public_names():
