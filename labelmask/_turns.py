@@ -63,6 +63,11 @@ def mask_turns(
         labels[owners <= start] = IGNORE_INDEX
         out._arrays["labels"] = labels
         out._converted.pop("labels", None)
+        if "loss_weights" in out._arrays:
+            weights = np.asarray(out._arrays["loss_weights"]).copy()
+            weights[labels == IGNORE_INDEX] = 0.0
+            out._arrays["loss_weights"] = weights
+            out._converted.pop("loss_weights", None)
         n_trained = int(np.count_nonzero(labels != IGNORE_INDEX))
         out.report = dataclasses.replace(out.report, n_trained=n_trained)
         if n_trained == 0 and user_policy.on_empty == "raise":

@@ -117,6 +117,7 @@ def last_of(messages, roles) -> int | None:
 
 
 @pytest.mark.parametrize("name", NAMES)
+@settings(max_examples=max(1, settings.default.max_examples // 2))
 @given(data=st.data())
 def test_roles_train_their_messages_and_nothing_else(name, tokenizers, data):
     """``roles=R`` trains exactly what training every role trains, less the tokens that
@@ -134,6 +135,7 @@ def test_roles_train_their_messages_and_nothing_else(name, tokenizers, data):
 
 
 @pytest.mark.parametrize("name", NAMES)
+@settings(max_examples=max(1, settings.default.max_examples // 2))
 @given(data=st.data())
 def test_last_turn_only_trains_the_last_message_of_a_trained_role(name, tokenizers, data):
     """``last_turn_only`` trains exactly what training every role trains in the last
@@ -155,6 +157,7 @@ def test_last_turn_only_trains_the_last_message_of_a_trained_role(name, tokenize
 
 
 @pytest.mark.parametrize("name", NAMES)
+@settings(max_examples=max(1, settings.default.max_examples // 2))
 @given(data=st.data())
 def test_train_false_removes_exactly_that_message(name, tokenizers, data):
     """``"train": False`` on a message untrains the tokens covering its characters and
@@ -173,6 +176,7 @@ def test_train_false_removes_exactly_that_message(name, tokenizers, data):
 
 
 @pytest.mark.parametrize("name", NAMES)
+@settings(max_examples=max(1, settings.default.max_examples // 2))
 @given(data=st.data())
 def test_train_true_adds_exactly_that_message(name, tokenizers, data):
     """``"train": True`` on a message of an untrained role (or an earlier assistant
@@ -196,6 +200,7 @@ def test_train_true_adds_exactly_that_message(name, tokenizers, data):
 
 
 @pytest.mark.parametrize("name", NAMES)
+@settings(max_examples=max(1, settings.default.max_examples // 2))
 @given(data=st.data())
 def test_loss_weights_are_the_message_weight_on_trained_tokens(name, tokenizers, data):
     """``loss_weights[t]`` is the weight of token t's message where t is trained (1.0
@@ -224,7 +229,7 @@ def test_loss_weights_are_the_message_weight_on_trained_tokens(name, tokenizers,
 
 @pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize("part", [Part.REASONING, Part.TOOL_CALLS, Part.EOT])
-@settings(max_examples=100)
+@settings(max_examples=max(1, settings.default.max_examples // 4))
 @given(data=st.data())
 def test_part_off_untrains_that_part_and_nothing_else(name, part, tokenizers, data):
     """``reasoning``, ``tool_calls`` or ``eot`` off: no token touching that part is
@@ -238,7 +243,7 @@ def test_part_off_untrains_that_part_and_nothing_else(name, part, tokenizers, da
 
 
 @pytest.mark.parametrize("name", NAMES)
-@settings(max_examples=50)
+@settings(max_examples=max(1, settings.default.max_examples // 8))
 @given(data=st.data())
 def test_flags_and_weights_never_reach_the_render(name, tokenizers, data):
     """labelmask's keys are removed before rendering: the text is the stock render of the

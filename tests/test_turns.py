@@ -34,6 +34,7 @@ def test_each_example_is_its_prefix_trained_only_on_its_exchange(tokenizers, dra
         mine = prefix["message_index"] > start
         assert out["labels"].tolist() == np.where(mine, prefix["labels"], labelmask.IGNORE_INDEX).tolist()
         assert out.report.n_trained == int((out["labels"] != labelmask.IGNORE_INDEX).sum())
+        assert (out["loss_weights"][out["labels"] == labelmask.IGNORE_INDEX] == 0).all()
         covered |= set(out["message_index"][out["labels"] != labelmask.IGNORE_INDEX].tolist())
     # Every reply that one whole-conversation example trains is trained in some exchange's example.
     whole = labelmask.mask_conversation(messages, tokenizer, tools=tools, policy=KEEP, return_tensors="np")
