@@ -32,7 +32,7 @@ from labelmask.errors import ConversationError, LabelmaskError
 __all__ = ["MaskStats", "mask_dataset"]
 
 _OUTPUT = ("input_ids", "attention_mask", "labels")
-_REPORT = ("n_tokens", "n_trained")
+_REPORT = ("n_tokens", "n_trained", "n_cut")
 _PROVENANCE = ("message_index", "role", "part")
 _ERROR_TYPE = "_labelmask_error_type"
 _ERROR = "_labelmask_error"
@@ -123,8 +123,8 @@ def mask_dataset(
 
     Returns:
         ``(masked, stats)``: the dataset with ``input_ids``, ``attention_mask``,
-        ``labels`` (lists of ints, ``-100`` where no loss), ``n_tokens`` and
-        ``n_trained`` per row (and the provenance columns when asked), in the input's
+        ``labels`` (lists of ints, ``-100`` where no loss), ``n_tokens``, ``n_trained``
+        and ``n_cut`` (tokens cut by ``max_length=``) per row (and the provenance columns when asked), in the input's
         row order; and a :class:`MaskStats`.
 
     Raises:
@@ -275,6 +275,7 @@ class _Masker:
                 out[name].append(result[name].tolist())
             out["n_tokens"].append(result.report.n_tokens)
             out["n_trained"].append(result.report.n_trained)
+            out["n_cut"].append(result.report.n_cut)
             if self.on_error == "drop":
                 out[_ERROR_TYPE].append(None)
                 out[_ERROR].append(None)

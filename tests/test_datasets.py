@@ -71,7 +71,7 @@ def plain():
 def test_rows_equal_mask_conversation(qwen3, plain):
     masked, stats = mask_dataset(plain, qwen3, batch_size=5, keep_provenance=True)
     assert masked.column_names == [
-        "input_ids", "attention_mask", "labels", "n_tokens", "n_trained", "message_index", "role", "part"
+        "input_ids", "attention_mask", "labels", "n_tokens", "n_trained", "n_cut", "message_index", "role", "part"
     ]  # fmt: skip
     assert len(masked) == stats.n_rows == stats.n_kept == 24
     assert stats.dropped == {}
@@ -82,6 +82,22 @@ def test_rows_equal_mask_conversation(qwen3, plain):
         assert (row["n_tokens"], row["n_trained"]) == (expected.report.n_tokens, expected.report.n_trained)
     assert stats.n_tokens == sum(masked["n_tokens"])
     assert stats.n_trained == sum(masked["n_trained"])
+
+
+def test_truncation_is_reported_per_row(qwen3, plain):
+    masked, stats = mask_dataset(
+        plain, qwen3, on_error="drop", max_length=12, truncation="left", remove_columns=["messages"]
+    )
+    full, _ = mask_dataset(plain, qwen3)
+    assert len(masked) == stats.n_kept
+    # Rows whose system prompt alone is over 12 tokens cannot keep it, and rows whose kept
+    # end holds no trained token have nothing to train: both dropped and counted.
+    assert set(stats.dropped) <= {"TruncationError", "NothingToTrainError"}
+    for row in masked:
+        whole = full[row["id"]]
+        assert row["n_tokens"] == min(12, whole["n_tokens"]) == len(row["input_ids"])
+        assert row["n_cut"] == whole["n_tokens"] - row["n_tokens"]
+    assert any(row["n_cut"] > 0 for row in masked)
 
 
 def test_two_processes_give_the_same_examples(qwen3, plain):

@@ -299,3 +299,37 @@ def test_train_false_everywhere_is_nothing_to_train(tokenizers):
     messages = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello", "train": False}]
     with pytest.raises(labelmask.NothingToTrainError, match='"train": False'):
         labelmask.mask_conversation(messages, tokenizers["llama3"])
+
+
+@pytest.mark.parametrize("name", NAMES)
+@settings(max_examples=max(1, settings.default.max_examples // 4))
+@given(data=st.data())
+def test_straddle_drop_never_trains_a_header_character_and_train_adds_only_straddling_tokens(name, tokenizers, data):
+    """``straddle="drop"``: no trained token covers a header character. ``"train"`` trains the
+    same tokens plus exactly the straddling ones it counts (header end merged with the reply)."""
+    tokenizer, messages, tools, kwargs = draw(name, tokenizers, data)
+    keep = mask(tokenizer, messages, tools, kwargs, straddle="train")
+    drop = mask(tokenizer, messages, tools, kwargs, straddle="drop")
+    parts = char_parts(drop)
+    for t in np.flatnonzero(trained(drop)):
+        a, b = drop.offsets[t]
+        assert not (parts[a:b] == Part.HEADER).any(), "straddle='drop' trained a header character"
+    extra = trained(keep) & ~trained(drop)
+    assert not (trained(drop) & ~trained(keep)).any()
+    assert int(extra.sum()) == keep.report.n_straddle
+    assert drop.report.n_straddle == 0
+
+
+@pytest.mark.parametrize("name", NAMES)
+@settings(max_examples=max(1, settings.default.max_examples // 8))
+@given(data=st.data())
+def test_on_empty_raises_or_keeps_a_sample_with_nothing_to_train(name, tokenizers, data):
+    """With nothing trainable (every message flagged off), ``on_empty="raise"`` raises and
+    ``"keep"`` returns the sample with every label -100 and ``n_trained == 0``."""
+    tokenizer, messages, tools, kwargs = draw(name, tokenizers, data)
+    off = [{**m, "train": False} for m in messages]
+    with pytest.raises(labelmask.NothingToTrainError):
+        labelmask.mask_conversation(off, tokenizer, tools=tools, **kwargs)
+    out = labelmask.mask_conversation(off, tokenizer, tools=tools, policy=Policy(on_empty="keep"), **kwargs)
+    assert out.report.n_trained == 0
+    assert set(out["labels"]) == {IGNORE_INDEX}
