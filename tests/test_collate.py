@@ -148,3 +148,23 @@ def test_bad_options_raise_clearly(tokenizers):
     ]:
         with pytest.raises(ValueError, match=fragment):
             labelmask.Collator(tokenizers["qwen3"], **kwargs)
+
+
+def test_loss_weights_are_padded_with_zero_and_packed_on_request(tokenizers):
+    tokenizer = tokenizers["qwen3"]
+    convs = [
+        [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b", "weight": 0.5}],
+        [{"role": "user", "content": "longer question"}, {"role": "assistant", "content": "longer answer"}],
+    ]
+    singles_ = [labelmask.mask_conversation(m, tokenizer, return_tensors="np") for m in convs]
+    padded = labelmask.Collator(tokenizer, return_loss_weights=True)([{"messages": m} for m in convs])
+    assert padded["loss_weights"].dtype == torch.float32
+    for row, single in enumerate(singles_):
+        mask = padded["attention_mask"][row].bool()
+        assert padded["loss_weights"][row][mask].tolist() == single["loss_weights"].tolist()
+        assert (padded["loss_weights"][row][~mask] == 0).all()
+    assert 0.5 in padded["loss_weights"][0].tolist()
+    packed = labelmask.Collator(tokenizer, return_loss_weights=True, packing=True)([{"messages": m} for m in convs])
+    starts = (packed["position_ids"][0] == 0).nonzero().flatten().tolist()
+    assert (packed["loss_weights"][0][starts] == 0).all()
+    assert (packed["loss_weights"][0] > 0).sum() == (packed["labels"][0] != labelmask.IGNORE_INDEX).sum()
