@@ -114,10 +114,19 @@ def test_two_processes_give_the_same_examples(qwen3, plain):
 
 def test_remove_columns(qwen3, plain):
     kept, _ = mask_dataset(plain, qwen3, remove_columns=False)
-    assert kept.column_names == ["messages", "id", "input_ids", "attention_mask", "labels", "n_tokens", "n_trained"]
+    assert kept.column_names == [
+        "messages",
+        "id",
+        "input_ids",
+        "attention_mask",
+        "labels",
+        "n_tokens",
+        "n_trained",
+        "n_cut",
+    ]
     assert kept["messages"] == plain["messages"]
     some, _ = mask_dataset(plain, qwen3, remove_columns=["messages"])
-    assert some.column_names == ["id", "input_ids", "attention_mask", "labels", "n_tokens", "n_trained"]
+    assert some.column_names == ["id", "input_ids", "attention_mask", "labels", "n_tokens", "n_trained", "n_cut"]
     assert some["id"] == list(range(24))
     with pytest.raises(KeyError, match="lacks"):
         mask_dataset(plain, qwen3, remove_columns=["nope"])
