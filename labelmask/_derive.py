@@ -321,7 +321,7 @@ def _is_markup(tail: str, specials: frozenset[str], lengths: tuple[int, ...]) ->
             i += 1
             continue
         for length in lengths:
-            if tail.startswith(tuple(s for s in specials if len(s) == length), i):
+            if tail[i : i + length] in specials:
                 i += length
                 break
         else:

@@ -8,18 +8,9 @@ datasets = pytest.importorskip("datasets")
 
 import labelmask  # noqa: E402
 from labelmask import ConversationError, NothingToTrainError, mask_conversation, mask_dataset  # noqa: E402
+from labelmask.testing.strategies import TOOLS  # noqa: E402
 
 WORDS = ["Hello", "the cat sat", "42", "naïve café", "東京", "<|im_end|>", "\n\n", "🙂", "ASSISTANT:"]
-TOOLS = [
-    {
-        "type": "function",
-        "function": {
-            "name": "get_weather",
-            "description": "Weather for a city",
-            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-        },
-    }
-]
 
 
 def word(i: int) -> str:
