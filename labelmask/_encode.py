@@ -139,9 +139,9 @@ def _untruncated_copy(serialized: str) -> Any:
     return backend
 
 
-def encode(backend: Any, text: str) -> Encoded:
-    """Tokenize ``text`` without added special tokens."""
+def encode(backend: Any, text: str, *, add_special_tokens: bool = False) -> Encoded:
+    """Tokenize ``text``, by default without added special tokens (a processor may add its BOS)."""
     # encode_batch, as transformers calls it: the same ids, and no slower than encode.
-    (encoding,) = backend.encode_batch([text], add_special_tokens=False)
+    (encoding,) = backend.encode_batch([text], add_special_tokens=add_special_tokens)
     ids = np.asarray(encoding.ids, dtype=np.int64)
     return Encoded(ids=ids, encoding=encoding, n_chars=len(text))

@@ -6,6 +6,7 @@ No logic of its own beyond resolving the template and packaging the result.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Iterator, Mapping
 from functools import lru_cache
 from typing import Any
@@ -14,13 +15,17 @@ import numpy as np
 
 from labelmask._align import align
 from labelmask._derive import derive
+from labelmask._edit import apply_edits, eos_edits
 from labelmask._encode import Encoded, backend_of, encode
 from labelmask._messages import normalize_conversation, plain_kwargs
+from labelmask._parts import Part, Role
 from labelmask._policy import IGNORE_INDEX, Policy, apply_policy, trained_messages
 from labelmask._registry import AnnotatedTemplate, find_template, get_template, template_hash
 from labelmask._render import Span, compile_template, named_spans, render_annotated, render_stock
+from labelmask._vision import added_tokens, attach_images, collect_images, expand, is_processor
 from labelmask.errors import (
     ConversationError,
+    NoEndOfTurnWarning,
     NothingToTrainError,
     TemplateNotFoundError,
     TemplateRaisedError,
@@ -57,6 +62,8 @@ class MaskReport:
             space merged with the next turn's header).
         n_cut: Tokens removed by truncation to ``max_length``.
         n_dropped_messages: Messages dropped by ``truncation="turns"``.
+        n_images: Images in the sample (a processor's; 0 for a tokenizer).
+        n_eos_added: EOS tokens written after replies by ``add_eos=True``.
     """
 
     template: str
@@ -67,6 +74,8 @@ class MaskReport:
     n_boundary_dropped: int
     n_cut: int = 0
     n_dropped_messages: int = 0
+    n_images: int = 0
+    n_eos_added: int = 0
 
 
 class MaskedConversation(Mapping):
@@ -77,11 +86,15 @@ class MaskedConversation(Mapping):
     trained, 1.0 unless the message carries a ``"weight"``; 0.0 where no loss),
     and per-token provenance ``message_index`` (-1 for template text outside every
     message), ``role`` (a :class:`~labelmask.Role` code) and ``part`` (a
-    :class:`~labelmask.Part` code). Values are lists, numpy arrays or torch
-    tensors, as ``return_tensors`` asked.
+    :class:`~labelmask.Part` code). For a processor, also what it returns besides
+    ``input_ids`` (``pixel_values``, ``image_sizes``, ``image_grid_thw``,
+    ``token_type_ids``, ...). Values are lists, numpy arrays or torch tensors, as
+    ``return_tensors`` asked.
 
     Attributes:
-        text: The rendered conversation (identical to the stock template's render).
+        text: The rendered conversation (identical to the stock template's render;
+            for a processor, after it expanded the image placeholders, as its
+            tokenizer saw it).
         offsets: ``int64[n_tokens, 2]`` character offsets of each token in ``text``.
         spans: Every tagged block of the annotated render, as
             ``Span(kind, message, start, end)`` character spans into ``text``.
@@ -97,8 +110,10 @@ class MaskedConversation(Mapping):
         encoded: Encoded,
         spans: tuple,
         report: MaskReport,
+        extras: dict[str, np.ndarray] | None = None,
     ):
         self._arrays = arrays
+        self._extras = extras or {}  # per-image processor outputs: never cut, never padded
         self._return_tensors = return_tensors
         self._converted: dict[str, Any] = {}
         self.text = text
@@ -116,7 +131,13 @@ class MaskedConversation(Mapping):
         """The same sample restricted to the token positions ``keep`` (sorted); used by truncation."""
         arrays = {k: np.asarray(v)[keep] for k, v in self._arrays.items()}
         out = MaskedConversation(
-            arrays, self._return_tensors, text=self.text, encoded=self._encoded, spans=self._spans, report=self.report
+            arrays,
+            self._return_tensors,
+            text=self.text,
+            encoded=self._encoded,
+            spans=self._spans,
+            report=self.report,
+            extras=self._extras,
         )
         out._keep = keep if self._keep is None else self._keep[keep]
         out.report = dataclasses.replace(self.report, n_tokens=len(keep))
@@ -129,14 +150,16 @@ class MaskedConversation(Mapping):
     def __getitem__(self, key: str) -> Any:
         # Converted on first access: a caller that reads two keys does not pay for six.
         if key not in self._converted:
-            self._converted[key] = _convert(self._arrays[key], self._return_tensors)
+            array = self._arrays[key] if key in self._arrays else self._extras[key]
+            self._converted[key] = _convert(array, self._return_tensors)
         return self._converted[key]
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._arrays)
+        yield from self._arrays
+        yield from self._extras
 
     def __len__(self) -> int:
-        return len(self._arrays)
+        return len(self._arrays) + len(self._extras)
 
     def __repr__(self) -> str:
         r = self.report
@@ -158,6 +181,8 @@ def _resolve(stock_source: str, name: str | None, fallback: bool) -> AnnotatedTe
 
 def _stock_source(tokenizer: Any, tools: Any) -> str:
     chat_template = getattr(tokenizer, "chat_template", None)
+    if chat_template is None and is_processor(tokenizer):
+        chat_template = getattr(tokenizer.tokenizer, "chat_template", None)
     if chat_template is None:
         msg = (
             f"{type(tokenizer).__name__} has no chat_template. Set tokenizer.chat_template to the model's "
@@ -196,19 +221,26 @@ def mask_conversation(
     fallback: bool = True,
     max_length: int | None = None,
     truncation: str = "right",
+    images: Any = None,
+    add_eos: bool = False,
+    processor_kwargs: dict[str, Any] | None = None,
     **template_kwargs: Any,
 ) -> MaskedConversation:
     """Tokenize a conversation as its chat template does and label what to train.
 
     Args:
         messages: OpenAI-style messages (``role``, ``content``, optional
-            ``tool_calls``, ``reasoning_content``). Two optional keys are
+            ``tool_calls``, ``reasoning_content``); content parts ``{"type": "image", "image": ...}``
+            for a processor (the image under ``"image"``, ``"url"``, ``"path"`` or
+            ``"base64"``, as the processor's ``apply_chat_template`` takes it). Two optional keys are
             labelmask's, removed before rendering: ``"train"`` (bool: train this
             message, or not, whatever the policy says of its role) and
             ``"weight"`` (a finite number >= 0, returned per trained token in
             ``loss_weights``). ``None`` counts as absent.
-        processor: A fast ``transformers`` tokenizer whose ``chat_template`` has a
-            registered annotation.
+        processor: A fast ``transformers`` tokenizer, or a multimodal processor
+            (``LlavaProcessor``, ``Qwen2VLProcessor``, ``Gemma3Processor``, ...) whose
+            tokenizer is fast. Its chat template is matched to a registered
+            annotation (or, with ``fallback``, derived).
         tools: Tool JSON schemas, passed to the template as ``apply_chat_template`` does.
         policy: What to train; default :class:`Policy` (assistant output only).
         return_tensors: ``None`` for lists, ``"np"`` for numpy arrays, ``"pt"`` for torch tensors.
@@ -231,7 +263,17 @@ def mask_conversation(
             end), ``"turns"`` (drop the earliest exchanges and render again) or
             ``"drop"`` (raise :class:`~labelmask.errors.TruncationError`). The report
             counts what was cut; nothing left to train raises as usual.
-        truncation: See ``max_length``.
+        truncation: See ``max_length``. With images, ``"right"`` and ``"left"`` never
+            cut into an image's token run: such a sample raises
+            :class:`~labelmask.errors.TruncationError` (``"turns"`` shortens it at
+            an exchange boundary, dropping the images of dropped turns).
+        images: For a processor: images for the image parts that carry none, in order.
+        add_eos: For a template that writes no end-of-turn token after a reply
+            (LLaVA-1.5's), write the tokenizer's EOS after each reply and train it,
+            so the model learns to stop. Off by default: the ids then differ from
+            the stock template's. Without it such a template warns once
+            (:class:`~labelmask.errors.NoEndOfTurnWarning`).
+        processor_kwargs: Passed to the processor's call (``images_kwargs``, ...).
         **template_kwargs: Passed to the template (``enable_thinking=False``, ``date_string=...``).
 
     Returns:
@@ -245,7 +287,8 @@ def mask_conversation(
         RenderParityError: with ``verify=True``, the annotated render differs from the stock render.
         TokenizerError: not a fast tokenizer.
         NothingToTrainError: the policy trains no token (``Policy(on_empty="keep")`` returns it instead).
-        TruncationError: the sample is over ``max_length`` and ``truncation`` refuses or cannot shorten it.
+        TruncationError: the sample is over ``max_length`` and ``truncation`` refuses or cannot shorten it
+            (or would cut through an image).
 
     Example:
         >>> out = mask_conversation(
@@ -253,10 +296,27 @@ def mask_conversation(
         ... )  # doctest: +SKIP
         >>> [t for t, l in zip(out["input_ids"], out["labels"]) if l != -100]  # doctest: +SKIP
     """
+    vision = is_processor(processor)
+    if images is not None:
+        if not vision:
+            msg = (
+                f"images= needs a multimodal processor; {type(processor).__name__} is not one. Pass the model's "
+                "processor (AutoProcessor), or drop the images for a text-only sample."
+            )
+            raise ConversationError(msg)
+        messages = attach_images(messages, images)
     if max_length is not None:
         from labelmask._truncate import mask_truncated
 
-        kwargs = dict(tools=tools, return_tensors=return_tensors, template=template, verify=verify, fallback=fallback)
+        kwargs = dict(
+            tools=tools,
+            return_tensors=return_tensors,
+            template=template,
+            verify=verify,
+            fallback=fallback,
+            add_eos=add_eos,
+            processor_kwargs=processor_kwargs,
+        )
         return mask_truncated(
             mask_conversation,
             messages,
@@ -277,20 +337,21 @@ def mask_conversation(
             raise ConversationError(f"mask_conversation does not take {key}=: {why}.")
     if type(processor).__name__ == "MistralCommonBackend":
         backend_of(processor)  # raises, saying how to get a fast tokenizer
-    if not hasattr(processor, "backend_tokenizer") and hasattr(processor, "tokenizer"):
+    tokenizer = processor.tokenizer if vision else processor
+    if not vision and not hasattr(processor, "backend_tokenizer") and hasattr(processor, "tokenizer"):
         msg = (
-            f"{type(processor).__name__} is a multimodal processor, which this version does not mask yet; "
+            f"{type(processor).__name__} has a tokenizer but no image processor, which labelmask does not mask; "
             "for text-only conversations pass processor.tokenizer."
         )
         raise TokenizerError(msg)
-    backend = backend_of(processor)
+    backend = backend_of(tokenizer)
     stock_source = _stock_source(processor, tools)
     annotated = _resolve(stock_source, template, fallback)
     content_format = annotated.content_format if annotated is not None else "text"
     conversation = normalize_conversation(messages, tools, content_format=content_format)
 
     variables = {
-        **processor.special_tokens_map,
+        **tokenizer.special_tokens_map,
         **plain_kwargs(template_kwargs),
         "messages": conversation.messages,
         "_labelmask_messages": conversation.messages,
@@ -300,12 +361,31 @@ def mask_conversation(
     }
     if annotated is None:
         name = "unregistered-" + template_hash(stock_source).removeprefix("sha256:")[:12]
-        rendered, method = derive(stock_source, variables, conversation, name=name, processor=processor, policy=policy)
+        rendered, method = derive(stock_source, variables, conversation, name=name, processor=tokenizer, policy=policy)
     else:
         name, method = annotated.name, "annotated"
         rendered = _render_annotated(annotated, stock_source, variables, len(conversation.messages), verify)
-    encoded = encode(backend, rendered.text)
+    rendered, n_eos = _end_of_turn(rendered, conversation.roles, tokenizer, name, add_eos)
+    per_token: dict[str, np.ndarray] = {}
+    per_image: dict[str, np.ndarray] = {}
+    n_images = 0
+    if vision:
+        image_list, owners = collect_images(messages)
+        n_images = len(image_list)
+        rendered, encoded, per_token, per_image = expand(
+            processor,
+            rendered,
+            image_list,
+            owners,
+            name=name,
+            annotated=annotated is not None,
+            processor_kwargs=processor_kwargs or {},
+        )
+    else:
+        encoded = encode(backend, rendered.text)
     aligned = align(rendered, encoded, conversation.roles)
+    if vision:
+        aligned = _unowned(aligned, added_tokens(encoded))
     message_ok = trained_messages(policy, conversation.roles, conversation.train)
     decision = apply_policy(aligned, policy, message_ok)
 
@@ -317,6 +397,8 @@ def mask_conversation(
         n_trained=n_trained,
         n_straddle=decision.n_straddle,
         n_boundary_dropped=decision.n_boundary_dropped,
+        n_images=n_images,
+        n_eos_added=n_eos,
     )
     if n_trained == 0 and policy.on_empty == "raise":
         trained_roles = ", ".join(sorted(policy.roles))
@@ -346,9 +428,60 @@ def mask_conversation(
         "message_index": aligned.token_message.astype(np.int64),
         "role": aligned.token_role.astype(np.int64),
         "part": aligned.token_part.astype(np.int64),
+        **per_token,
     }
     return MaskedConversation(
-        arrays, return_tensors, text=rendered.text, encoded=encoded, spans=rendered.spans, report=report
+        arrays,
+        return_tensors,
+        text=rendered.text,
+        encoded=encoded,
+        spans=rendered.spans,
+        report=report,
+        extras=per_image,
+    )
+
+
+# Templates already warned about writing no end of turn (once per process each).
+_WARNED_NO_EOT: set[str] = set()
+
+
+def _end_of_turn(rendered: Any, roles: tuple[int, ...], tokenizer: Any, name: str, add_eos: bool) -> tuple[Any, int]:
+    """The render with an EOS after each reply that has no end of turn (``add_eos``), and how many were added.
+
+    A template whose replies carry no end-of-turn span at all (LLaVA-1.5's) warns once
+    per process without ``add_eos``: a model trained on it never learns to stop.
+    """
+    assistant = int(Role.ASSISTANT)
+    replies = [m for m, role in enumerate(roles) if role == assistant]
+    if not replies or (not add_eos and any(m in rendered.eots for m in replies)):
+        return rendered, 0
+    if not add_eos:
+        if name not in _WARNED_NO_EOT:
+            _WARNED_NO_EOT.add(name)
+            msg = (
+                f"Template {name!r} writes no end-of-turn token after assistant replies, so a model trained on "
+                "its samples never learns to stop. Pass add_eos=True to write the tokenizer's EOS "
+                f"({tokenizer.eos_token!r}) after each reply and train it."
+            )
+            warnings.warn(msg, NoEndOfTurnWarning, stacklevel=3)
+        return rendered, 0
+    eos = tokenizer.eos_token
+    if not eos:
+        raise TokenizerError(f"add_eos=True, but {type(tokenizer).__name__} has no eos_token; set one.")
+    edits = eos_edits(rendered, roles, assistant, eos)
+    return apply_edits(rendered, edits, name=name), len(edits)
+
+
+def _unowned(aligned: Any, tokens: np.ndarray) -> Any:
+    """``aligned`` with ``tokens`` (added by the tokenizer, covering no text) owned by nothing, never trained."""
+    if not len(tokens):
+        return aligned
+    first, last = aligned.first_seg.copy(), aligned.last_seg.copy()
+    first[tokens], last[tokens] = 0, -1  # covers no segment
+    message, role, part = aligned.token_message.copy(), aligned.token_role.copy(), aligned.token_part.copy()
+    message[tokens], role[tokens], part[tokens] = -1, int(Role.NONE), int(Part.NONE)
+    return dataclasses.replace(
+        aligned, first_seg=first, last_seg=last, token_message=message, token_role=role, token_part=part
     )
 
 

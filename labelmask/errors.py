@@ -15,6 +15,8 @@ callers that do not know labelmask::
     ├── NothingToTrainError(LabelmaskError, ValueError)      the policy trains no token
     └── TruncationError(LabelmaskError, ValueError)          the sample cannot be cut to max_length as asked
 
+    NoEndOfTurnWarning(UserWarning)                          the template writes no end of turn after replies
+
 Errors carry their context as attributes (``message_index``, ``template``,
 ``span``) as well as in the message, so a data pipeline can log or count them.
 """
@@ -25,6 +27,7 @@ __all__ = [
     "AnnotationError",
     "ConversationError",
     "LabelmaskError",
+    "NoEndOfTurnWarning",
     "NothingToTrainError",
     "RenderParityError",
     "TemplateNotFoundError",
@@ -104,3 +107,8 @@ class NothingToTrainError(LabelmaskError, ValueError):
 
 class TruncationError(LabelmaskError, ValueError):
     """The sample is longer than ``max_length`` and the truncation mode refuses or cannot shorten it."""
+
+
+class NoEndOfTurnWarning(UserWarning):
+    """The chat template writes no end-of-turn token after assistant replies (LLaVA-1.5's), so a model
+    trained on its samples never learns to stop; ``add_eos=True`` writes and trains the tokenizer's EOS."""
