@@ -28,6 +28,12 @@ _PAD_VALUES = {
     "part": 0,
 }
 _PROVENANCE = ("message_index", "role", "part")
+# Processor outputs with one value per token, padded like input_ids (Gemma 3's token_type_ids).
+_TOKEN_ALIGNED = {"token_type_ids": 0, "mm_token_type_ids": 0}
+# Per-image processor outputs a masked example (e.g. a dataset row) may carry.
+_VISION_KEYS = {"pixel_values", "pixel_attention_mask", "image_sizes", "image_grid_thw", "num_crops"}
+# Keys of a masked sample that are neither padded per token nor a processor's per-image output.
+_NOT_VISION = {"input_ids", "attention_mask", "n_tokens", "n_trained", "n_cut", *_PAD_VALUES, *_TOKEN_ALIGNED}
 
 
 class Collator:
@@ -39,8 +45,17 @@ class Collator:
     beforehand). The batch holds ``input_ids``, ``attention_mask`` and ``labels``
     (padding labelled ``-100``), as torch tensors by default.
 
+    With a multimodal processor, a raw feature's images come in its messages' image
+    parts or under ``images_key``; the batch also holds what the processor returns,
+    batched as the processor batches it: per-token outputs (``token_type_ids``,
+    ``mm_token_type_ids``) padded with 0 like ``input_ids``, per-image outputs
+    (``pixel_values``, ``image_sizes``, ``image_grid_thw``) concatenated over the
+    batch's images in order, zero-padded where their shapes differ (LLaVA-NeXT's
+    tile counts).
+
     Args:
-        processor: The fast tokenizer (used to mask raw conversations and for its pad id).
+        processor: The fast tokenizer or multimodal processor (used to mask raw
+            conversations and for its pad id).
         policy: What to train, for raw conversations.
         template: Annotation name to force, for raw conversations.
         padding_side: ``"right"`` or ``"left"``; default: the tokenizer's ``padding_side``.
@@ -49,13 +64,15 @@ class Collator:
             ``DataCollatorWithFlattening`` consume them: one row of all sequences
             concatenated, ``position_ids`` restarting at 0 for each, no
             ``attention_mask``, and the first label of each sequence ``-100`` so no
-            loss crosses a boundary.
+            loss crosses a boundary. Not with images (models such as Qwen2-VL
+            compute their own position ids from the image grid): raises ``ValueError``.
         return_tensors: ``"pt"`` (torch) or ``"np"``.
         return_loss_weights: Also return ``loss_weights`` (0.0 on padding), when the
             samples carry them. Off by default: a model's ``forward`` rejects unknown keys.
         return_provenance: Also return ``message_index``, ``role``, ``part`` (for
             analysis, not for a model's ``forward``).
-        messages_key, tools_key: Where a raw feature keeps its conversation.
+        messages_key, tools_key, images_key: Where a raw feature keeps its conversation.
+        add_eos: For raw conversations, as in :func:`~labelmask.mask_conversation`.
         **template_kwargs: Passed to the template for raw conversations.
 
     Example:
@@ -77,9 +94,12 @@ class Collator:
         return_provenance: bool = False,
         messages_key: str = "messages",
         tools_key: str = "tools",
+        images_key: str = "images",
+        add_eos: bool = False,
         **template_kwargs: Any,
     ):
-        side = padding_side or getattr(processor, "padding_side", None) or "right"
+        tokenizer = getattr(processor, "tokenizer", processor) if not hasattr(processor, "pad_token_id") else processor
+        side = padding_side or getattr(tokenizer, "padding_side", None) or "right"
         if side not in ("left", "right"):
             raise ValueError(f"padding_side={side!r}: use 'left' or 'right'.")
         if pad_to_multiple_of is not None and (not isinstance(pad_to_multiple_of, int) or pad_to_multiple_of < 1):
@@ -97,11 +117,13 @@ class Collator:
         self.return_provenance = return_provenance
         self.messages_key = messages_key
         self.tools_key = tools_key
+        self.images_key = images_key
+        self.add_eos = add_eos
         self.template_kwargs = template_kwargs
         # Padding positions are masked out and labelled -100, so the id only has to be a valid one.
-        pad_id = getattr(processor, "pad_token_id", None)
+        pad_id = getattr(tokenizer, "pad_token_id", None)
         if pad_id is None:
-            pad_id = getattr(processor, "eos_token_id", None)
+            pad_id = getattr(tokenizer, "eos_token_id", None)
         self.pad_token_id = int(pad_id) if pad_id is not None else 0
 
     def __call__(self, features: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -113,7 +135,17 @@ class Collator:
             keys.append("loss_weights")
         if self.return_provenance:
             keys += [k for k in _PROVENANCE if all(k in s for s in samples)]
+        keys += [k for k in _TOKEN_ALIGNED if all(k in s for s in samples)]
+        vision = sorted({k for s in samples for k in s if k not in _NOT_VISION})
+        if vision and self.packing:
+            msg = (
+                f"packing=True with image inputs ({', '.join(vision)}): packed rows would need model-specific "
+                "position ids (Qwen2-VL computes them from the image grid). Use padded batches for images."
+            )
+            raise ValueError(msg)
         batch = self._packed(samples, keys) if self.packing else self._padded(samples, keys)
+        for k in vision:
+            batch[k] = _concatenate([s[k] for s in samples if k in s], k)
         return {k: self._tensor(v) for k, v in batch.items()}
 
     def _sample(self, feature: Mapping[str, Any], index: int) -> dict[str, np.ndarray]:
@@ -126,7 +158,8 @@ class Collator:
                     f"(mask_conversation / mask_dataset output) or raw conversations under {self.messages_key!r}."
                 )
                 raise KeyError(msg)
-            sample = {k: np.asarray(v) for k, v in feature.items() if k == "input_ids" or k in _PAD_VALUES}
+            wanted = {"input_ids", *_PAD_VALUES, *_TOKEN_ALIGNED, *_VISION_KEYS}
+            sample = {k: np.asarray(v) for k, v in feature.items() if k in wanted}
         elif self.messages_key in feature:
             out = mask_conversation(
                 feature[self.messages_key],
@@ -135,6 +168,8 @@ class Collator:
                 policy=self.policy,
                 template=self.template,
                 return_tensors="np",
+                images=feature.get(self.images_key),
+                add_eos=self.add_eos,
                 **self.template_kwargs,
             )
             sample = {k: out[k] for k in out}
@@ -156,7 +191,7 @@ class Collator:
         batch["attention_mask"] = np.zeros((n, width), dtype=np.int64)
         for k in keys[1:]:
             dtype = np.float32 if k == "loss_weights" else np.int64
-            batch[k] = np.full((n, width), _PAD_VALUES[k], dtype=dtype)
+            batch[k] = np.full((n, width), _PAD_VALUES.get(k, _TOKEN_ALIGNED.get(k)), dtype=dtype)
         for row, s in enumerate(samples):
             length = len(s["input_ids"])
             cols = slice(width - length, width) if self.padding_side == "left" else slice(0, length)
@@ -178,7 +213,7 @@ class Collator:
         batch: dict[str, np.ndarray] = {}
         for k in keys:
             dtype = np.float32 if k == "loss_weights" else np.int64
-            pad = self.pad_token_id if k == "input_ids" else _PAD_VALUES[k]
+            pad = self.pad_token_id if k == "input_ids" else _PAD_VALUES.get(k, _TOKEN_ALIGNED.get(k))
             flat = np.concatenate([*parts[k], np.full(extra, pad, dtype=dtype)]).astype(dtype, copy=False)
             batch[k] = flat[None, :]
         # Padding to a multiple is one more sequence, its positions restarting too.
@@ -195,3 +230,19 @@ class Collator:
         import torch
 
         return torch.from_numpy(np.ascontiguousarray(array))
+
+
+def _concatenate(arrays: list[np.ndarray], key: str) -> np.ndarray:
+    """Per-image outputs of several samples, concatenated along the image axis; trailing
+    axes zero-padded to the largest (as LLaVA-NeXT's image processor pads tile counts)."""
+    arrays = [np.asarray(a) for a in arrays]
+    if len({a.ndim for a in arrays}) != 1:
+        raise ValueError(f"Collator: {key} has different ranks across the batch ({[a.shape for a in arrays]}).")
+    shape = np.max([a.shape[1:] for a in arrays], axis=0) if arrays[0].ndim > 1 else ()
+    padded = []
+    for a in arrays:
+        if a.shape[1:] != tuple(shape):
+            pad = [(0, 0)] + [(0, int(m) - d) for m, d in zip(shape, a.shape[1:])]
+            a = np.pad(a, pad)
+        padded.append(a)
+    return np.concatenate(padded, axis=0)

@@ -153,4 +153,3 @@ def eos_edits(rendered: Rendered, roles: tuple[int, ...], assistant: int, eos: s
         if at is not None:
             edits.append(Edit(at, at, eos, _EOT, m))
     return sorted(edits)
-

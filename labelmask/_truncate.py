@@ -11,6 +11,11 @@ Modes:
 * ``"drop"``: a sample longer than ``max_length`` raises :class:`TruncationError`
   (``mask_dataset(on_error="drop")`` drops and counts it).
 
+Images are never cut: where ``"right"`` or ``"left"`` would remove any token of an
+image's run (its placeholder expansion, with the structure tokens around it), the
+sample raises :class:`TruncationError` naming the message; ``"turns"`` shortens such
+a sample at an exchange boundary instead, and the dropped turns' images go with them.
+
 A sample left with nothing to train raises :class:`NothingToTrainError` (or, with
 ``Policy(on_empty="keep")``, comes back with ``report.n_trained == 0``), never silently.
 """
@@ -22,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from labelmask._parts import Role
+from labelmask._parts import Part, Role
 from labelmask._policy import IGNORE_INDEX, Policy
 from labelmask.errors import NothingToTrainError, TruncationError
 
@@ -73,7 +78,21 @@ def mask_truncated(
             )
             raise TruncationError(msg, template=template)
         keep = np.concatenate([np.arange(prefix), np.arange(n - (max_length - prefix), n)])
+    _refuse_cut_images(arrays, keep, truncation, max_length, template)
     return _checked(out.subset(keep), user_policy, n_cut=n - len(keep), why=f"truncation={truncation!r}")
+
+
+def _refuse_cut_images(arrays: dict, keep: np.ndarray, truncation: str, max_length: int, template: str) -> None:
+    image = arrays["part"] == int(Part.IMAGE)
+    image[keep] = False
+    if image.any():
+        message = int(arrays["message_index"][np.flatnonzero(image)[0]])
+        msg = (
+            f"truncation={truncation!r} to max_length={max_length} would cut into the image tokens of message "
+            f"{message} under template {template!r}; labelmask never cuts an image. Use truncation='turns' to "
+            "drop whole exchanges with their images, raise max_length, or refuse long samples with 'drop'."
+        )
+        raise TruncationError(msg, message_index=message if message >= 0 else None, template=template)
 
 
 def _drop_turns(
