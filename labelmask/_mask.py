@@ -22,7 +22,14 @@ from labelmask._parts import Part, Role
 from labelmask._policy import IGNORE_INDEX, Policy, apply_policy, trained_messages
 from labelmask._registry import AnnotatedTemplate, find_template, get_template, template_hash
 from labelmask._render import Span, compile_template, named_spans, render_annotated, render_stock
-from labelmask._vision import added_tokens, attach_images, collect_images, expand, is_processor
+from labelmask._vision import (
+    added_tokens,
+    attach_images,
+    collect_images,
+    expand,
+    is_processor,
+    openai_image_parts,
+)
 from labelmask.errors import (
     ConversationError,
     NoEndOfTurnWarning,
@@ -297,6 +304,8 @@ def mask_conversation(
         >>> [t for t, l in zip(out["input_ids"], out["labels"]) if l != -100]  # doctest: +SKIP
     """
     vision = is_processor(processor)
+    if vision:
+        messages = openai_image_parts(messages)
     if images is not None:
         if not vision:
             msg = (

@@ -13,7 +13,8 @@ a sample whose ids differ is refused, never returned.
 Images come as the processor's ``apply_chat_template`` takes them: in typed content
 parts (``{"type": "image", "image": <PIL image | path | URL | array>}``, or under
 ``"url"``, ``"path"``, ``"base64"``), or as a separate ``images=`` list given to the
-parts that carry none, in order.
+parts that carry none, in order. OpenAI-style ``image_url`` parts become image parts
+with a ``url``, as the processor's ``apply_chat_template`` makes them.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from labelmask._parts import Part
 from labelmask._render import Rendered
 from labelmask.errors import ConversationError, TokenizerError
 
-__all__ = ["added_tokens", "attach_images", "collect_images", "expand", "is_processor"]
+__all__ = ["added_tokens", "attach_images", "collect_images", "expand", "is_processor", "openai_image_parts"]
 
 IMAGE_KEYS = ("image", "url", "path", "base64")
 _IMAGE = int(Part.IMAGE)
@@ -48,6 +49,28 @@ def _image_parts(messages: Sequence[Any]):
             for j, part in enumerate(content):
                 if isinstance(part, Mapping) and part.get("type") == "image":
                     yield i, j, part
+
+
+def openai_image_parts(messages: Any) -> Any:
+    """``messages`` with OpenAI-style ``{"type": "image_url", "image_url": {"url": u}}`` parts as
+    ``{"type": "image", "url": u}``, as a processor's ``apply_chat_template`` converts them."""
+    if isinstance(messages, (str, bytes, Mapping)) or not isinstance(messages, Sequence):
+        return messages
+    out = []
+    for message in messages:
+        content = message.get("content") if isinstance(message, Mapping) else None
+        if isinstance(content, (list, tuple)) and any(
+            isinstance(p, Mapping) and p.get("type") == "image_url" and "image_url" in p for p in content
+        ):
+            parts = []
+            for part in content:
+                if isinstance(part, Mapping) and part.get("type") == "image_url" and "image_url" in part:
+                    info = part["image_url"]
+                    part = {"type": "image", "url": info.get("url", "") if isinstance(info, Mapping) else info}
+                parts.append(part)
+            message = {**message, "content": parts}
+        out.append(message)
+    return out
 
 
 def attach_images(messages: Any, images: Any) -> list:
