@@ -27,6 +27,7 @@ from typing import Any
 
 from labelmask._mask import mask_conversation
 from labelmask._policy import Policy
+from labelmask._vision import is_processor
 from labelmask.errors import ConversationError, LabelmaskError
 
 __all__ = ["MaskStats", "mask_dataset"]
@@ -138,6 +139,13 @@ def mask_dataset(
 
     if on_error not in ("raise", "drop"):
         raise ValueError(f"on_error={on_error!r}: use 'raise' or 'drop'.")
+    if is_processor(processor):
+        msg = (
+            f"mask_dataset writes text columns only, and {type(processor).__name__} is a multimodal processor "
+            "whose pixel values would be lost. Mask image samples on the fly with Collator(processor) "
+            "(images decoded per batch), or pass processor.tokenizer for text-only rows."
+        )
+        raise TypeError(msg)
     if policy is not None and not isinstance(policy, Policy):
         raise TypeError(f"policy must be a labelmask.Policy, not {type(policy).__name__}")
     columns = list(dataset.column_names)

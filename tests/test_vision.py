@@ -380,3 +380,11 @@ def test_collator_refuses_packing_images(processors):
     collator = labelmask.Collator(processors("qwen2.5-vl"), packing=True, return_tensors="np")
     with pytest.raises(ValueError, match="packing=True with image inputs"):
         collator([{"messages": with_images(TWO_TURNS, PICTURES)}])
+
+
+def test_mask_dataset_refuses_a_processor_rather_than_lose_the_pixels(processors):
+    import datasets
+
+    rows = datasets.Dataset.from_list([{"messages": TWO_TURNS}])
+    with pytest.raises(TypeError, match=r"Collator\(processor\)"):
+        labelmask.mask_dataset(rows, processors("llava-1.5"))
