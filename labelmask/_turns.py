@@ -18,6 +18,7 @@ import numpy as np
 
 from labelmask._mask import MaskedConversation, mask_conversation
 from labelmask._policy import IGNORE_INDEX, Policy
+from labelmask._vision import attach_images, is_processor
 from labelmask.errors import ConversationError, NothingToTrainError
 
 __all__ = ["mask_turns"]
@@ -47,6 +48,11 @@ def mask_turns(
     if not isinstance(user_policy, Policy):
         raise TypeError(f"policy must be a labelmask.Policy, not {type(user_policy).__name__}")
     inner = dataclasses.replace(user_policy, on_empty="keep")
+    images = kwargs.pop("images", None)
+    if images is not None:
+        if not is_processor(processor):
+            raise ConversationError("images= needs a multimodal processor; pass the model's processor.")
+        messages = attach_images(messages, images)  # each example then carries its own images
     role = [m.get("role") if isinstance(m, dict) else None for m in messages]
     users = [i for i, r in enumerate(role) if r == "user"]
     bounds = list(zip(users, users[1:] + [len(messages)]))

@@ -388,3 +388,13 @@ def test_mask_dataset_refuses_a_processor_rather_than_lose_the_pixels(processors
     rows = datasets.Dataset.from_list([{"messages": TWO_TURNS}])
     with pytest.raises(TypeError, match=r"Collator\(processor\)"):
         labelmask.mask_dataset(rows, processors("llava-1.5"))
+
+
+def test_mask_turns_gives_each_example_its_own_images(processors):
+    processor = processors("qwen2.5-vl")
+    examples = labelmask.mask_turns(TWO_TURNS, processor, images=PICTURES, return_tensors="np")
+    assert [e.report.n_images for e in examples] == [1, 2]
+    for k, example in enumerate(examples):
+        check_against_processor(processor, CASES["qwen2.5-vl"], with_images(TWO_TURNS, PICTURES)[: 2 * k + 2], example)
+        trained = processor.tokenizer.decode(example["input_ids"][example["labels"] != IGNORE_INDEX])
+        assert trained == ["A red square.<|im_end|>", "A blue one.<|im_end|>"][k]
