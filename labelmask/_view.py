@@ -1,0 +1,252 @@
+"""Views of one masked conversation for people: coloured terminal text and a standalone HTML report.
+
+Both show every token of the rendered text, in order, marked trained (label = token id)
+or not (label -100) and coloured by the role of the message it comes from, followed by
+a legend and per-role counts. Used by ``labelmask show`` (:mod:`labelmask.cli`).
+
+Text the tokenizer's offsets give to no token (a byte-level tokenizer with
+``trim_offsets`` can leave whitespace unowned) is shown uncoloured, so the view always
+reads as the whole rendered conversation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import html
+
+import numpy as np
+
+from labelmask._mask import MaskedConversation
+from labelmask._parts import Part, Role
+from labelmask._policy import IGNORE_INDEX
+
+__all__ = ["HTML_COLORS", "RoleCount", "Token", "render_html", "render_terminal", "role_counts", "tokens"]
+
+# Role display names, in display order; Role.NONE is template text outside every message.
+ROLE_NAMES = {
+    Role.SYSTEM: "system",
+    Role.USER: "user",
+    Role.ASSISTANT: "assistant",
+    Role.TOOL: "tool",
+    Role.NONE: "template",
+}
+
+# Background colours of the HTML report (also what the screenshot test looks for).
+HTML_COLORS = {
+    "trained": "#22c55e",
+    "trained-alt": "#4ade80",  # every other trained token, so token boundaries show
+    "system": "#e9d5ff",
+    "user": "#bfdbfe",
+    "assistant": "#a5f3fc",  # untrained assistant text: the generation prompt
+    "tool": "#fde68a",
+    "template": "#e5e7eb",
+}
+
+# Terminal colours (SGR codes): trained tokens black on green (two shades, alternating);
+# untrained tokens in their role's foreground colour.
+_ANSI_TRAINED = ("30;42", "30;102")
+_ANSI_ROLE = {"system": "35", "user": "34", "assistant": "36", "tool": "33", "template": "90"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Token:
+    """One token of a masked conversation, as shown.
+
+    Attributes:
+        index: Position in ``input_ids``.
+        id: Token id.
+        text: The characters of the rendered text this token is shown with (empty
+            for a token whose characters an earlier token already showed, as the
+            second byte-level token of one emoji).
+        gap: Characters before it that no token's offsets cover.
+        role: Role name (``"system"``, ``"user"``, ``"assistant"``, ``"tool"``, ``"template"``).
+        part: Part name, lower-case (``"header"``, ``"content"``, ``"eot"``, ...).
+        message: Message index, -1 for template text outside every message.
+        label: The label: the token id where trained, -100 elsewhere.
+    """
+
+    index: int
+    id: int
+    text: str
+    gap: str
+    role: str
+    part: str
+    message: int
+    label: int
+
+    @property
+    def trained(self) -> bool:
+        return self.label != IGNORE_INDEX
+
+
+@dataclasses.dataclass(frozen=True)
+class RoleCount:
+    """Tokens of one role, and how many of them are trained."""
+
+    role: str
+    tokens: int
+    trained: int
+
+
+def tokens(out: MaskedConversation) -> tuple[list[Token], str]:
+    """The shown tokens of ``out``, and the text after the last token that no token covers."""
+    ids = np.asarray(out["input_ids"])
+    labels = np.asarray(out["labels"])
+    roles = np.asarray(out["role"])
+    parts = np.asarray(out["part"])
+    messages = np.asarray(out["message_index"])
+    text = out.text
+    shown: list[Token] = []
+    cursor = 0
+    for t, (start, end) in enumerate(np.asarray(out.offsets).tolist()):
+        gap = text[cursor:start] if start > cursor else ""
+        piece = text[max(start, cursor) : end] if end > cursor else ""
+        cursor = max(cursor, end)
+        shown.append(
+            Token(
+                index=t,
+                id=int(ids[t]),
+                text=piece,
+                gap=gap,
+                role=ROLE_NAMES[Role(int(roles[t]))],
+                part=Part(int(parts[t])).name.lower(),
+                message=int(messages[t]),
+                label=int(labels[t]),
+            )
+        )
+    return shown, text[cursor:]
+
+
+def role_counts(out: MaskedConversation) -> list[RoleCount]:
+    """Tokens and trained tokens per role, in display order, roles with no token left out."""
+    roles = np.asarray(out["role"])
+    trained = np.asarray(out["labels"]) != IGNORE_INDEX
+    counts = []
+    for role, name in ROLE_NAMES.items():
+        mine = roles == int(role)
+        if mine.any():
+            counts.append(RoleCount(name, int(mine.sum()), int((mine & trained).sum())))
+    return counts
+
+
+def _counts_lines(out: MaskedConversation) -> list[str]:
+    counts = role_counts(out)
+    rows = [(c.role, str(c.tokens), str(c.trained)) for c in counts]
+    rows.append(("total", str(sum(c.tokens for c in counts)), str(sum(c.trained for c in counts))))
+    width = max(len(r[0]) for r in rows)
+    lines = [f"{'role':<{width}}  {'tokens':>7}  {'trained':>7}"]
+    lines += [f"{name:<{width}}  {n:>7}  {k:>7}" for name, n, k in rows]
+    return lines
+
+
+def _summary(out: MaskedConversation) -> str:
+    r = out.report
+    return (
+        f"template {r.template} ({r.method}); {r.n_trained}/{r.n_tokens} tokens trained; "
+        f"{r.n_straddle} straddling header/reply trained; {r.n_boundary_dropped} boundary tokens left untrained"
+    )
+
+
+def _sgr(code: str, text: str) -> str:
+    # One escape per line: a background colour carried across a newline paints the
+    # rest of the terminal line.
+    return "\n".join(f"\x1b[{code}m{line}\x1b[0m" if line else "" for line in text.split("\n"))
+
+
+def render_terminal(out: MaskedConversation, *, color: bool) -> str:
+    """The conversation token by token, then a legend and per-role counts.
+
+    With ``color``, trained tokens are black on green (two alternating shades, so
+    token boundaries show) and untrained tokens take their role's colour. Without
+    it, trained tokens are written in ``[brackets]``.
+    """
+    shown, tail = tokens(out)
+    pieces = []
+    n_trained = 0
+    for token in shown:
+        pieces.append(token.gap)
+        if token.trained:
+            if color:
+                pieces.append(_sgr(_ANSI_TRAINED[n_trained % 2], token.text))
+            else:
+                pieces.append(f"[{token.text}]")
+            n_trained += 1
+        else:
+            pieces.append(_sgr(_ANSI_ROLE[token.role], token.text) if color else token.text)
+    pieces.append(tail)
+    body = "".join(pieces)
+    if color:
+        legend = "legend: " + " ".join(
+            [_sgr(_ANSI_TRAINED[0], " trained ")] + [_sgr(_ANSI_ROLE[name], name) for name in ROLE_NAMES.values()]
+        )
+        legend += "  (untrained tokens are coloured by role; labels -100)"
+    else:
+        legend = "legend: [token] trained (label = token id); all other text has label -100"
+    return "\n".join([body, "", legend, "", *_counts_lines(out), "", _summary(out)]) + "\n"
+
+
+_CSS = """
+body { font-family: system-ui, sans-serif; margin: 1.5rem; color: #111827; background: #ffffff; }
+h1 { font-size: 1.2rem; margin: 0 0 .5rem; }
+p.summary { color: #374151; margin: .25rem 0 1rem; }
+.legend span.swatch { display: inline-block; padding: .1rem .5rem; margin-right: .4rem; border-radius: 3px; }
+table.counts { border-collapse: collapse; margin: 1rem 0; }
+table.counts td, table.counts th { padding: .15rem .75rem; text-align: right; border-bottom: 1px solid #e5e7eb; }
+table.counts td:first-child, table.counts th:first-child { text-align: left; }
+pre.conversation { white-space: pre-wrap; word-break: break-word; font: 15px/1.7 ui-monospace, monospace;
+  padding: 1rem; border: 1px solid #d1d5db; border-radius: 4px; }
+.tok { border-radius: 2px; }
+.tok:hover { outline: 2px solid #111827; }
+.nl::before { content: "\\21B5"; opacity: .45; }
+""" + "".join(f".{name} {{ background: {value}; }}\n" for name, value in HTML_COLORS.items())
+
+
+def render_html(out: MaskedConversation, *, title: str = "labelmask") -> str:
+    """A standalone HTML page (inline CSS, no scripts or external assets) showing ``out``.
+
+    Each token is a ``<span>`` whose background says trained (green) or, untrained,
+    the role of its message; hovering shows its id, role, part, message and label.
+    """
+    shown, tail = tokens(out)
+    body = []
+    n_trained = 0
+    for token in shown:
+        body.append(html.escape(token.gap))
+        if token.trained:
+            cls = "trained" if n_trained % 2 == 0 else "trained-alt"
+            n_trained += 1
+        else:
+            cls = token.role
+        tip = (
+            f"token {token.index} · id {token.id} · role {token.role} · part {token.part} · "
+            f"message {token.message} · label {token.label}"
+        )
+        text = html.escape(token.text).replace("\n", '<span class="nl"></span>\n')
+        body.append(
+            f'<span class="tok {cls}" title="{html.escape(tip)}" data-id="{token.id}" data-role="{token.role}" '
+            f'data-part="{token.part}" data-label="{token.label}">{text}</span>'
+        )
+    body.append(html.escape(tail))
+    swatches = ['<span class="swatch trained">trained (label = token id)</span>'] + [
+        f'<span class="swatch {name}">{name}</span>' for name in ROLE_NAMES.values()
+    ]
+    counts = role_counts(out)
+    rows = "".join(f"<tr><td>{c.role}</td><td>{c.tokens}</td><td>{c.trained}</td></tr>" for c in counts)
+    rows += f"<tr><th>total</th><th>{sum(c.tokens for c in counts)}</th><th>{sum(c.trained for c in counts)}</th></tr>"
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>{html.escape(title)}</title>
+<style>{_CSS}</style>
+</head>
+<body>
+<h1>{html.escape(title)}</h1>
+<p class="summary">{html.escape(_summary(out))}</p>
+<div class="legend">{"".join(swatches)} untrained tokens are coloured by role (label -100);
+hover a token for its id, role, part and label.</div>
+<table class="counts"><tr><th>role</th><th>tokens</th><th>trained</th></tr>{rows}</table>
+<pre class="conversation">{"".join(body)}</pre>
+</body>
+</html>
+"""
