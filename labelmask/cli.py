@@ -496,6 +496,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CliError as e:
         print(f"labelmask {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `labelmask show ... | head`: the reader left; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 if __name__ == "__main__":
