@@ -71,7 +71,9 @@ class Collator:
             samples carry them. Off by default: a model's ``forward`` rejects unknown keys.
         return_provenance: Also return ``message_index``, ``role``, ``part`` (for
             analysis, not for a model's ``forward``).
-        messages_key, tools_key, images_key: Where a raw feature keeps its conversation.
+        messages_key: The key of a raw feature's messages.
+        tools_key: The key of a raw feature's tools.
+        images_key: The key of a raw feature's images.
         add_eos: For raw conversations, as in :func:`~labelmask.mask_conversation`.
         **template_kwargs: Passed to the template for raw conversations.
 

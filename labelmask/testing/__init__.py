@@ -52,11 +52,13 @@ def check_conversation(
 
     Args:
         tokenizer: A fast tokenizer whose ``chat_template`` is the stock template.
-        messages, tools, template_kwargs: As for :func:`labelmask.mask_conversation`.
+        messages: As for :func:`labelmask.mask_conversation`.
+        tools: As for :func:`labelmask.mask_conversation`.
         template: Name of the annotation under test (``None``: the one matched to the tokenizer).
         eot: The end-of-turn string the template writes after a reply, ``None`` if it
             writes none; by default the annotation's own ``eot`` spans (weaker).
         expect: Everything else known about the template (:class:`Expect`); overrides ``eot``.
+        **template_kwargs: As for :func:`labelmask.mask_conversation`.
 
     Returns:
         The :class:`~labelmask.MaskedConversation`, for further checks.
