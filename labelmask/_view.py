@@ -147,7 +147,10 @@ def _summary(out: MaskedConversation) -> str:
     )
 
 
-def _sgr(code: str, text: str) -> str:
+def _sgr(code: str, text: str, *, newlines: bool = False) -> str:
+    """``text`` in SGR colour ``code``; with ``newlines``, each newline shown as a coloured ``↵`` first."""
+    if newlines:
+        text = text.replace("\n", "\u21b5\n")
     # One escape per line: a background colour carried across a newline paints the
     # rest of the terminal line.
     return "\n".join(f"\x1b[{code}m{line}\x1b[0m" if line else "" for line in text.split("\n"))
@@ -157,23 +160,28 @@ def render_terminal(out: MaskedConversation, *, color: bool) -> str:
     """The conversation token by token, then a legend and per-role counts.
 
     With ``color``, trained tokens are black on green (two alternating shades, so
-    token boundaries show) and untrained tokens take their role's colour. Without
-    it, trained tokens are written in ``[brackets]``.
+    token boundaries show), untrained tokens take their role's colour, and each
+    newline is shown as ``↵`` in its token's colour (a trained newline would
+    otherwise be invisible). Without it, trained tokens are written in ``[brackets]``.
     """
     shown, tail = tokens(out)
     pieces = []
     n_trained = 0
     for token in shown:
+        # Conversation text may hold escape characters; shown, never obeyed by the terminal.
+        token = dataclasses.replace(
+            token, text=token.text.replace("\x1b", "\u241b"), gap=token.gap.replace("\x1b", "\u241b")
+        )
         pieces.append(token.gap)
         if token.trained:
             if color:
-                pieces.append(_sgr(_ANSI_TRAINED[n_trained % 2], token.text))
+                pieces.append(_sgr(_ANSI_TRAINED[n_trained % 2], token.text, newlines=True))
             else:
                 pieces.append(f"[{token.text}]")
             n_trained += 1
         else:
-            pieces.append(_sgr(_ANSI_ROLE[token.role], token.text) if color else token.text)
-    pieces.append(tail)
+            pieces.append(_sgr(_ANSI_ROLE[token.role], token.text, newlines=True) if color else token.text)
+    pieces.append(tail.replace("\x1b", "\u241b"))
     body = "".join(pieces)
     if color:
         legend = "legend: " + " ".join(

@@ -130,9 +130,9 @@ def _resolve_template(option: str | None, processor: Any) -> str | None:
     from labelmask.errors import AnnotationError, LabelmaskError
 
     file = Path(option)
-    if not file.suffix and option in labelmask.templates():
-        return option
-    if not file.exists():
+    if not file.is_file():
+        if option in labelmask.templates():  # a name ("llama3.1"), unless a file of that name exists
+            return option
         known = ", ".join(sorted(labelmask.templates()))
         raise CliError(f"--template {option}: no such file, and no registered template of that name (known: {known})")
     source = file.read_text(encoding="utf-8")
@@ -331,7 +331,7 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _stats(args: argparse.Namespace) -> int:
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     from labelmask import _view
     from labelmask.errors import LabelmaskError, TruncationError

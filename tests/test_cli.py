@@ -87,17 +87,25 @@ def test_show_brackets_the_trained_tokens_of_the_shipped_conversation(capsys, qw
 
 
 def test_show_counts_agree_with_mask_conversation(capsys, qwen3):
-    messages = json.loads((EXAMPLES / "conversation.json").read_text())
-    result = labelmask.mask_conversation(messages, load_tokenizer("qwen3"))
+    messages = json.loads((EXAMPLES / "conversation.json").read_text(encoding="utf-8"))
+    result = labelmask.mask_conversation(messages, load_tokenizer("qwen3"), return_tensors="np")
+    trained = result["labels"] != labelmask.IGNORE_INDEX
+    expected = {}
+    for role in labelmask.Role:
+        mine = result["role"] == role
+        if mine.any():
+            name = "template" if role == labelmask.Role.NONE else role.name.lower()
+            expected[name] = (int(mine.sum()), int((mine & trained).sum()))
+    expected["total"] = (result.report.n_tokens, result.report.n_trained)
     _, out, _ = run(capsys, "show", CONVERSATION, qwen3)
-    assert counts(out)["total"] == (result.report.n_tokens, result.report.n_trained)
-    assert out.count("[") - out.count("[[") >= result.report.n_trained
+    assert counts(out) == expected
 
 
 def test_show_colours_by_role_and_trained_and_respects_no_color(capsys, qwen3, monkeypatch):
     status, out, _ = run(capsys, "show", CONVERSATION, qwen3, "--color", "always")
     assert status == 0
     assert "\x1b[30;42m<tool_call>\x1b[0m" in out  # trained: black on green
+    assert "\x1b[30;102m<|im_end|>\x1b[0m\x1b[36m\u21b5\x1b[0m\n" in out  # trained eot, untrained newline: visible
     assert "\x1b[34mWhat\x1b[0m" in out  # an untrained user token: blue
     assert "\x1b[35m<|im_start|>\x1b[0m" in out  # the system turn: magenta
     assert "[<tool_call>]" not in out
@@ -176,6 +184,24 @@ def test_show_keeps_a_conversation_with_nothing_to_train(capsys, qwen3):
     assert status == 0
     assert "[" not in out.split("legend")[0]
     assert counts(out)["total"][1] == 0
+
+
+def test_show_never_passes_escape_sequences_from_the_conversation_to_the_terminal(capsys, qwen3, tmp_path):
+    sneaky = tmp_path / "sneaky.json"
+    sneaky.write_text(json.dumps([{"role": "user", "content": "\x1b[2J"}, {"role": "assistant", "content": "ok"}]))
+    status, out, _ = run(capsys, "show", sneaky, qwen3, "--color", "always")
+    assert status == 0
+    assert "\x1b[34m\u241b[\x1b[0m" in out and "\x1b[2J" not in out
+    status, out, _ = run(capsys, "show", sneaky, qwen3, "--color", "never")
+    assert status == 0 and "\n\u241b[2J<|im_end|>" in out
+
+
+def test_show_takes_a_registered_template_name_with_a_dot(capsys, tmp_path):
+    folder = tmp_path / "qwen2.5"
+    load_tokenizer("qwen2.5").save_pretrained(folder)
+    status, out, err = run(capsys, "show", DATASET, folder, "--row", 1, "--template", "qwen2.5")
+    assert status == 0, err
+    assert "template qwen2.5 (annotated)" in out and "[Hi][!][<|im_end|>]" in out
 
 
 # ---------------------------------------------------------------------------- check
