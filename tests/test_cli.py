@@ -6,6 +6,7 @@ value); two run as real processes (``python -m labelmask``) to check the status 
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import shutil
@@ -15,7 +16,7 @@ import sys
 import pytest
 
 import labelmask
-from labelmask import _registry
+from labelmask import _registry, cli
 from labelmask._view import HTML_COLORS
 from labelmask.cli import main
 from tests.fixtures import HERE, load_tokenizer
@@ -42,6 +43,16 @@ def my_model(tmp_path_factory):
     tokenizer.chat_template = (EXAMPLES / "my-model.stock.jinja").read_text(encoding="utf-8")
     tokenizer.save_pretrained(folder)
     return str(folder)
+
+
+# Each folder's tokenizer is loaded by the command's own loader once per module, not once per
+# command (the command does not change it); a folder that fails to load raises every time.
+_load_once = functools.cache(cli._load_processor)
+
+
+@pytest.fixture(autouse=True)
+def load_once(monkeypatch):
+    monkeypatch.setattr(cli, "_load_processor", _load_once)
 
 
 @pytest.fixture(autouse=True)
