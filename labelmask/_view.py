@@ -156,6 +156,23 @@ def _sgr(code: str, text: str, *, newlines: bool = False) -> str:
     return "\n".join(f"\x1b[{code}m{line}\x1b[0m" if line else "" for line in text.split("\n"))
 
 
+_MIN_IMAGE_RUN = 4
+
+
+def _image_run(shown: list[Token], i: int) -> int:
+    """How many tokens from ``i`` on are the same untrained image placeholder, with nothing between them."""
+    first = shown[i]
+    if first.part != "image" or first.trained:
+        return 0
+    n = 1
+    while i + n < len(shown):
+        t = shown[i + n]
+        if t.part != "image" or t.trained or t.id != first.id or t.text != first.text or t.gap:
+            break
+        n += 1
+    return n
+
+
 def render_terminal(out: MaskedConversation, *, color: bool) -> str:
     """The conversation token by token, then a legend and per-role counts.
 
@@ -163,16 +180,26 @@ def render_terminal(out: MaskedConversation, *, color: bool) -> str:
     token boundaries show), untrained tokens take their role's colour, and each
     newline is shown as ``↵`` in its token's colour (a trained newline would
     otherwise be invisible). Without it, trained tokens are written in ``[brackets]``.
+    A run of identical untrained image tokens is written once with its length
+    (``<image>×576``); the counts below count every token.
     """
     shown, tail = tokens(out)
     pieces = []
     n_trained = 0
-    for token in shown:
+    run = 0  # how many more tokens of the current image run to skip
+    for i, token in enumerate(shown):
+        if run:
+            run -= 1
+            continue
         # Conversation text may hold escape characters; shown, never obeyed by the terminal.
         token = dataclasses.replace(
             token, text=token.text.replace("\x1b", "\u241b"), gap=token.gap.replace("\x1b", "\u241b")
         )
         pieces.append(token.gap)
+        same = _image_run(shown, i)
+        if same >= _MIN_IMAGE_RUN:  # an image's hundreds of placeholder tokens, as one "<image>×576"
+            run = same - 1
+            token = dataclasses.replace(token, text=f"{token.text}\u00d7{same}")
         if token.trained:
             if color:
                 pieces.append(_sgr(_ANSI_TRAINED[n_trained % 2], token.text, newlines=True))

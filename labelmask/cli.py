@@ -163,6 +163,18 @@ def _mask(messages: list, processor: Any, tools: list | None, args: argparse.Nam
 # ---------------------------------------------------------------------------- show
 
 
+def _read_image(path: str) -> Any:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except FileNotFoundError as e:
+        raise CliError(f"--image {path}: no such file") from e
+    except (UnidentifiedImageError, OSError) as e:
+        raise CliError(f"--image {path}: not an image Pillow can read ({e})") from e
+
+
 def _use_color(choice: str) -> bool:
     if choice != "auto":
         return choice == "always"
@@ -182,10 +194,14 @@ def _show(args: argparse.Namespace) -> int:
         tools_where, tools = _read_json_records(args.tools)[0]
         if not isinstance(tools, list):
             raise CliError(f"{tools_where}: --tools must hold a JSON list of tool schemas")
+    images = [_read_image(path) for path in args.image]
     processor = _load_processor(args.tokenizer)
     args.template = _resolve_template(args.template, processor)
+    kwargs = _template_kwargs(args.kwarg)
+    if images:
+        kwargs["images"] = images
     try:
-        out = _mask(messages, processor, tools, args, verify=True, **_template_kwargs(args.kwarg))
+        out = _mask(messages, processor, tools, args, verify=True, **kwargs)
     except LabelmaskError as e:
         raise CliError(f"{where}: {type(e).__name__}: {e}") from e
     sys.stdout.write(_view.render_terminal(out, color=_use_color(args.color)))
@@ -441,6 +457,13 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("tokenizer", metavar="TOKENIZER", help="tokenizer or processor folder")
     show.add_argument("--row", type=int, default=0, help="which line of a .jsonl file (from 0; default 0)")
     show.add_argument("--tools", metavar="FILE", help="a JSON file with the tool schemas")
+    show.add_argument(
+        "--image",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="an image for the next image part that carries none (a processor folder); repeatable",
+    )
     show.add_argument("--html", metavar="FILE", help="also write a standalone HTML report")
     show.add_argument(
         "--color",

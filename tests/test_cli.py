@@ -215,6 +215,31 @@ def test_show_takes_a_registered_template_name_with_a_dot(capsys, tmp_path):
     assert "template qwen2.5 (annotated)" in out and "[Hi][!][<|im_end|>]" in out
 
 
+def test_show_reads_a_processor_folder_and_writes_an_image_run_once(capsys, tmp_path):
+    from PIL import Image
+
+    from tests.fixtures import load_processor
+
+    folder = tmp_path / "llava"
+    load_processor("llava-1.5").save_pretrained(folder)
+    png = tmp_path / "red.png"
+    Image.new("RGB", (32, 32), (200, 30, 30)).save(png)
+    conversation = tmp_path / "image.json"
+    user = {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What colour?"}]}
+    conversation.write_text(json.dumps([user, {"role": "assistant", "content": "Red."}]))
+    with pytest.warns(labelmask.NoEndOfTurnWarning):  # LLaVA-1.5's template writes no </s>
+        status, out, err = run(capsys, "show", conversation, folder, "--image", png)
+    assert status == 0, err
+    run_length = re.search(r"^USER: <image>\u00d7(\d+)\nWhat colour\? ASSISTANT:\[ Red\]", out, re.M)
+    assert run_length, out[:300]
+    assert counts(out)["user"][0] > int(run_length[1]) >= 500  # the run is counted token by token
+    assert "[<image>" not in out
+    status, _, err = run(capsys, "show", conversation, folder, "--image", conversation)
+    assert status == 2 and f"--image {conversation}: not an image Pillow can read" in err
+    status, _, err = run(capsys, "show", conversation, folder, "--image", tmp_path / "none.png")
+    assert status == 2 and "none.png: no such file" in err
+
+
 # ---------------------------------------------------------------------------- check
 
 
