@@ -9,7 +9,7 @@ import dataclasses
 import warnings
 from collections.abc import Iterator, Mapping
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -336,6 +336,51 @@ def mask_conversation(
             **kwargs,
             **template_kwargs,
         )
+    policy = _check_options(policy, return_tensors, template_kwargs)
+    tokenizer, backend = _check_processor(processor, vision)
+    staged = _render_step(
+        messages, processor, tokenizer, tools, policy, template, verify, fallback, add_eos, template_kwargs
+    )
+    if not vision:
+        return _finish_step(staged, encode(backend, staged.rendered.text), policy, return_tensors)
+    image_list, owners = collect_images(messages)
+    rendered, encoded, per_token, per_image = expand(
+        processor,
+        staged.rendered,
+        image_list,
+        owners,
+        name=staged.name,
+        annotated=staged.method == "annotated",
+        processor_kwargs=processor_kwargs or {},
+    )
+    return _finish_step(
+        staged._replace(rendered=rendered),
+        encoded,
+        policy,
+        return_tensors,
+        vision=True,
+        n_images=len(image_list),
+        per_token=per_token,
+        per_image=per_image,
+    )
+
+
+# The stages of mask_conversation, shared with mask_conversations (_batch.py), which renders
+# every conversation, encodes them all in one call, then finishes each.
+
+
+class _Staged(NamedTuple):
+    """A conversation rendered, waiting for its encoding."""
+
+    conversation: Any  # the normalized conversation (_messages.Conversation)
+    rendered: Any  # _render.Rendered
+    name: str
+    method: str
+    n_eos: int
+
+
+def _check_options(policy: Policy | None, return_tensors: str | None, template_kwargs: dict[str, Any]) -> Policy:
+    """The policy to use; raises on options mask_conversation refuses."""
     policy = _DEFAULT_POLICY if policy is None else policy
     if not isinstance(policy, Policy):
         raise TypeError(f"policy must be a labelmask.Policy, not {type(policy).__name__}")
@@ -344,6 +389,11 @@ def mask_conversation(
     for key, why in _REFUSED_KWARGS.items():
         if key in template_kwargs:
             raise ConversationError(f"mask_conversation does not take {key}=: {why}.")
+    return policy
+
+
+def _check_processor(processor: Any, vision: bool) -> tuple[Any, Any]:
+    """``(tokenizer, Rust tokenizer to encode with)``; raises for what cannot give offsets."""
     if type(processor).__name__ == "MistralCommonBackend":
         backend_of(processor)  # raises, saying how to get a fast tokenizer
     tokenizer = processor.tokenizer if vision else processor
@@ -353,7 +403,21 @@ def mask_conversation(
             "for text-only conversations pass processor.tokenizer."
         )
         raise TokenizerError(msg)
-    backend = backend_of(tokenizer)
+    return tokenizer, backend_of(tokenizer)
+
+
+def _render_step(
+    messages: Any,
+    processor: Any,
+    tokenizer: Any,
+    tools: Any,
+    policy: Policy,
+    template: str | None,
+    verify: bool,
+    fallback: bool,
+    add_eos: bool,
+    template_kwargs: dict[str, Any],
+) -> _Staged:
     stock_source = _stock_source(processor, tools)
     annotated = _resolve(stock_source, template, fallback)
     content_format = annotated.content_format if annotated is not None else "text"
@@ -375,23 +439,21 @@ def mask_conversation(
         name, method = annotated.name, "annotated"
         rendered = _render_annotated(annotated, stock_source, variables, len(conversation.messages), verify)
     rendered, n_eos = _end_of_turn(rendered, conversation.roles, tokenizer, name, add_eos)
-    per_token: dict[str, np.ndarray] = {}
-    per_image: dict[str, np.ndarray] = {}
-    n_images = 0
-    if vision:
-        image_list, owners = collect_images(messages)
-        n_images = len(image_list)
-        rendered, encoded, per_token, per_image = expand(
-            processor,
-            rendered,
-            image_list,
-            owners,
-            name=name,
-            annotated=annotated is not None,
-            processor_kwargs=processor_kwargs or {},
-        )
-    else:
-        encoded = encode(backend, rendered.text)
+    return _Staged(conversation, rendered, name, method, n_eos)
+
+
+def _finish_step(
+    staged: _Staged,
+    encoded: Encoded,
+    policy: Policy,
+    return_tensors: str | None,
+    *,
+    vision: bool = False,
+    n_images: int = 0,
+    per_token: dict[str, np.ndarray] | None = None,
+    per_image: dict[str, np.ndarray] | None = None,
+) -> MaskedConversation:
+    conversation, rendered, name, method, n_eos = staged
     aligned = align(rendered, encoded, conversation.roles)
     if vision:
         aligned = _unowned(aligned, added_tokens(encoded))
@@ -437,7 +499,7 @@ def mask_conversation(
         "message_index": aligned.token_message.astype(np.int64),
         "role": aligned.token_role.astype(np.int64),
         "part": aligned.token_part.astype(np.int64),
-        **per_token,
+        **(per_token or {}),
     }
     return MaskedConversation(
         arrays,
@@ -446,7 +508,7 @@ def mask_conversation(
         encoded=encoded,
         spans=rendered.spans,
         report=report,
-        extras=per_image,
+        extras=per_image or {},
     )
 
 
@@ -472,7 +534,7 @@ def _end_of_turn(rendered: Any, roles: tuple[int, ...], tokenizer: Any, name: st
                 "its samples never learns to stop. Pass add_eos=True to write the tokenizer's EOS "
                 f"({tokenizer.eos_token!r}) after each reply and train it."
             )
-            warnings.warn(msg, NoEndOfTurnWarning, stacklevel=3)
+            warnings.warn(msg, NoEndOfTurnWarning, stacklevel=4)
         return rendered, 0
     eos = tokenizer.eos_token
     if not eos:
