@@ -9,6 +9,7 @@ The data flow, one module per stage::
              --_policy-->   labels
 """
 
+from labelmask._batch import mask_conversations
 from labelmask._collate import Collator
 from labelmask._datasets import MaskStats, mask_dataset
 from labelmask._mask import MaskedConversation, MaskReport, mask_conversation
@@ -52,6 +53,7 @@ __all__ = [
     "TruncationError",
     "UnverifiedTemplateError",
     "mask_conversation",
+    "mask_conversations",
     "mask_dataset",
     "mask_turns",
     "register_template",

@@ -1,0 +1,197 @@
+"""Many conversations at once: :func:`mask_conversations`.
+
+The same stages as :func:`~labelmask.mask_conversation`, reordered for throughput:
+render every conversation (Python, one thread), tokenize all the texts in one
+batched call of the Rust tokenizer (``Tokenizer.encode_batch``, which keeps each
+encoding's character alignment and spreads the texts over the machine's cores),
+then align and apply the policy to each (numpy). Every result is identical to
+``mask_conversation`` on that conversation alone.
+
+Rendering holds the GIL; tokenization does not. So for long inputs the
+conversations go in chunks of ``chunk_size``, and each chunk is tokenized on a
+background thread while the next one renders.
+
+Thread safety: compiled templates, annotation lookups and the sandbox's attribute
+verdicts are cached process-wide; every cache holds immutable values computed from
+its key alone, so threads may share them (the worst a race does is compile a
+template twice). A call keeps no other state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+from labelmask._encode import Encoded, encode_batch
+from labelmask._mask import (
+    MaskedConversation,
+    _check_options,
+    _check_processor,
+    _finish_step,
+    _render_step,
+    _Staged,
+)
+from labelmask._policy import Policy
+from labelmask._vision import is_processor
+from labelmask.errors import LabelmaskError, TokenizerError
+
+__all__ = ["mask_conversations"]
+
+_ON_ERROR = ("raise", "return")
+
+
+def mask_conversations(
+    conversations: Iterable[Any],
+    processor: Any,
+    *,
+    tools: Sequence[list[dict[str, Any]] | None] | None = None,
+    policy: Policy | None = None,
+    return_tensors: str | None = None,
+    template: str | None = None,
+    verify: bool = False,
+    fallback: bool = True,
+    add_eos: bool = False,
+    on_error: str = "raise",
+    chunk_size: int = 256,
+    **template_kwargs: Any,
+) -> list[MaskedConversation | LabelmaskError]:
+    """Mask many conversations, tokenizing them in batched calls; results as :func:`mask_conversation`'s.
+
+    Args:
+        conversations: Conversations (lists of messages, as for :func:`mask_conversation`).
+        processor: A fast ``transformers`` tokenizer. Multimodal processors are refused
+            (:class:`~labelmask.errors.TokenizerError`): this batch engine masks text
+            conversations; mask conversations with images one at a time.
+        tools: One entry per conversation: its tool JSON schemas, or ``None``. ``None``
+            for no tools anywhere.
+        policy: What to train; default :class:`Policy` (assistant output only).
+        return_tensors: ``None`` for lists, ``"np"`` or ``"pt"``, per result.
+        template: Name of an annotated template, as for :func:`mask_conversation`.
+        verify: Also render the stock template and compare, per conversation.
+        fallback: As for :func:`mask_conversation` (unannotated templates; their spans
+            are derived per conversation, and the encoding is still batched).
+        add_eos: As for :func:`mask_conversation`.
+        on_error: ``"raise"``: the first conversation that raises a
+            :class:`~labelmask.LabelmaskError` raises it, its message starting
+            ``"Conversation <index>: "`` and its ``index`` attribute set. ``"return"``:
+            the error takes that conversation's place in the result list.
+        chunk_size: Conversations per tokenizer call; one chunk is tokenized while the
+            next renders. Results do not depend on it.
+        **template_kwargs: Passed to every render (``enable_thinking=False``, ...).
+            ``max_length`` truncation is :func:`mask_conversation`'s, not this function's.
+
+    Returns:
+        A list with one :class:`MaskedConversation` per conversation, in order (or, with
+        ``on_error="return"``, the error a conversation raised).
+
+    Raises:
+        LabelmaskError: with ``on_error="raise"``, the first failing conversation's error.
+        TokenizerError: not a fast tokenizer, or a multimodal processor.
+        ValueError: ``tools`` is not one entry per conversation; a bad option.
+
+    Example:
+        >>> batch = [[{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]] * 3
+        >>> outs = mask_conversations(batch, tokenizer, return_tensors="np")  # doctest: +SKIP
+        >>> [out.report.n_trained for out in outs]  # doctest: +SKIP
+    """
+    if "max_length" in template_kwargs or "truncation" in template_kwargs:
+        msg = (
+            "mask_conversations does not truncate; call mask_conversation(..., max_length=...) per conversation, "
+            "or cut rows in the Collator."
+        )
+        raise ValueError(msg)
+    if on_error not in _ON_ERROR:
+        raise ValueError(f"on_error={on_error!r}: use 'raise' or 'return'.")
+    if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1:
+        raise ValueError(f"chunk_size={chunk_size!r}: use a positive int.")
+    policy = _check_options(policy, return_tensors, template_kwargs)
+    if is_processor(processor):
+        msg = (
+            f"{type(processor).__name__} is a multimodal processor; mask_conversations batches text "
+            "conversations only. Mask conversations with images one at a time with mask_conversation, "
+            "or pass processor.tokenizer for text-only ones."
+        )
+        raise TokenizerError(msg)
+    tokenizer, backend = _check_processor(processor, vision=False)
+    conversations = list(conversations)
+    if tools is None:
+        tools = [None] * len(conversations)
+    else:
+        tools = list(tools)
+        if len(tools) != len(conversations):
+            msg = (
+                f"tools has {len(tools)} entries for {len(conversations)} conversations: pass one per "
+                "conversation (a list of schemas, or None), e.g. tools=[schemas] * len(conversations)."
+            )
+            raise ValueError(msg)
+        for i, entry in enumerate(tools):
+            if isinstance(entry, dict):
+                msg = (
+                    f"tools[{i}] is a dict, not a list of tool schemas: tools takes one entry per conversation "
+                    "(you probably meant tools=[schemas] * len(conversations))."
+                )
+                raise ValueError(msg)
+
+    def render(i: int) -> _Staged | LabelmaskError:
+        try:
+            conversation = conversations[i]
+            return _render_step(
+                conversation,
+                processor,
+                tokenizer,
+                tools[i],
+                policy,
+                template,
+                verify,
+                fallback,
+                add_eos,
+                template_kwargs,
+            )
+        except LabelmaskError as exc:
+            return _failed(exc, i, on_error)
+
+    results: list[MaskedConversation | LabelmaskError] = []
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="labelmask-encode") as pool:
+        pending: tuple[list, Future] | None = None
+        for lo in range(0, len(conversations), chunk_size):
+            staged = [render(i) for i in range(lo, min(lo + chunk_size, len(conversations)))]
+            texts = [s.rendered.text for s in staged if isinstance(s, _Staged)]
+            # The Rust tokenizer releases the GIL: this chunk tokenizes while the next renders.
+            future = pool.submit(encode_batch, backend, texts)
+            if pending is not None:
+                results.extend(_finish_chunk(*pending, len(results), policy, return_tensors, on_error))
+            pending = (staged, future)
+        if pending is not None:
+            results.extend(_finish_chunk(*pending, len(results), policy, return_tensors, on_error))
+    return results
+
+
+def _finish_chunk(
+    staged: list[_Staged | LabelmaskError],
+    future: Future,
+    start: int,
+    policy: Policy,
+    return_tensors: str | None,
+    on_error: str,
+) -> list[MaskedConversation | LabelmaskError]:
+    encodings = iter(future.result())
+    out: list[MaskedConversation | LabelmaskError] = []
+    for i, item in enumerate(staged, start):
+        if not isinstance(item, _Staged):
+            out.append(item)
+            continue
+        encoded: Encoded = next(encodings)
+        try:
+            out.append(_finish_step(item, encoded, policy, return_tensors))
+        except LabelmaskError as exc:
+            out.append(_failed(exc, i, on_error))
+    return out
+
+
+def _failed(exc: LabelmaskError, index: int, on_error: str) -> LabelmaskError:
+    exc.args = (f"Conversation {index}: {exc.args[0] if exc.args else ''}", *exc.args[1:])
+    exc.index = index
+    if on_error == "raise":
+        raise exc
+    return exc

@@ -1,0 +1,208 @@
+"""mask_conversations: one batched encoding, results identical to mask_conversation's, safe across threads."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import labelmask
+from labelmask import _mask, _render
+from labelmask.errors import ConversationError, NothingToTrainError, TemplateRaisedError, TokenizerError
+from tests.strategies import TOOLS, conversations
+from tests.test_fallback import tokenizer_for
+from tests.test_invariants import CASES
+
+HI = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]
+NAMES = ("qwen3", "llama3", "gemma3", "llava-1.5", "llama3.1")
+THREAD_CONVERSATIONS = [
+    (HI, None),
+    ([{"role": "system", "content": "Be brief."}, *HI, {"role": "user", "content": "Why?"}, *HI[1:]], None),
+    ([{"role": "user", "content": "Only a question"}], None),  # nothing to train: an error, in every thread
+    ([{"role": "user", "content": "<|im_end|> résumé 東京 🙂"}, {"role": "assistant", "content": " x "}], None),
+]
+REASONING_AND_TOOLS = [
+    {"role": "user", "content": "Weather in Paris?"},
+    {
+        "role": "assistant",
+        "content": "",
+        "reasoning_content": "Call the tool.",
+        "tool_calls": [{"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}],
+    },
+    {"role": "tool", "content": "Sunny"},
+    {"role": "assistant", "content": "Sunny."},
+]
+
+
+def assert_same(batched, single):
+    assert batched.report == single.report
+    assert batched.text == single.text
+    assert batched.spans == single.spans
+    assert list(batched) == list(single)
+    for key in single:
+        a, b = np.asarray(batched[key]), np.asarray(single[key])
+        assert a.dtype == b.dtype and np.array_equal(a, b), key
+    assert np.array_equal(batched.offsets, single.offsets)
+
+
+def outcome(call, *args, **kwargs):
+    """A result, or the error raised, so failures compare too."""
+    try:
+        return call(*args, **kwargs)
+    except labelmask.LabelmaskError as exc:
+        return exc
+
+
+@pytest.mark.parametrize("name", NAMES)
+@settings(max_examples=15)
+@given(data=st.data())
+def test_batch_equals_one_at_a_time(name, tokenizers, data):
+    case = CASES[name]
+    drawn = data.draw(st.lists(case.strategy, min_size=1, max_size=5), label="conversations")
+    kwargs = data.draw(case.kwargs, label="template kwargs")
+    chunk_size = data.draw(st.integers(1, 4), label="chunk_size")
+    tokenizer = tokenizers[name]
+    batch = labelmask.mask_conversations(
+        [m for m, _ in drawn],
+        tokenizer,
+        tools=[t for _, t in drawn],
+        return_tensors="np",
+        on_error="return",
+        chunk_size=chunk_size,
+        **kwargs,
+    )
+    assert len(batch) == len(drawn)
+    for i, ((messages, tools), got) in enumerate(zip(drawn, batch)):
+        single = outcome(labelmask.mask_conversation, messages, tokenizer, tools=tools, return_tensors="np", **kwargs)
+        if isinstance(single, Exception):
+            assert type(got) is type(single)
+            assert str(got) == f"Conversation {i}: {single}"
+            assert got.index == i
+        else:
+            assert_same(got, single)
+
+
+@settings(max_examples=10)
+@given(drawn=st.lists(conversations(max_turns=4), min_size=1, max_size=4))
+def test_batch_equals_one_at_a_time_without_an_annotation(drawn):
+    # TRL's Qwen3 training template has no annotation: spans come from its {% generation %} blocks.
+    tokenizer = tokenizer_for("qwen3_training.jinja")
+    batch = labelmask.mask_conversations(
+        [m for m, _ in drawn], tokenizer, tools=[t for _, t in drawn], on_error="return"
+    )
+    for (messages, tools), got in zip(drawn, batch):
+        single = outcome(labelmask.mask_conversation, messages, tokenizer, tools=tools)
+        if isinstance(single, Exception):
+            assert type(got) is type(single)
+        else:
+            assert got.report.method == single.report.method != "annotated"
+            assert_same(got, single)
+
+
+def test_policy_and_tensor_options_reach_every_conversation(tokenizers):
+    tokenizer = tokenizers["qwen3"]
+    convs = [HI, [*HI, {"role": "user", "content": "And?"}, {"role": "assistant", "content": "Bye."}]]
+    policy = labelmask.Policy(roles=("user", "assistant"), last_turn_only=True)
+    batch = labelmask.mask_conversations(convs, tokenizer, policy=policy, return_tensors="pt", enable_thinking=False)
+    for conversation, got in zip(convs, batch):
+        single = labelmask.mask_conversation(
+            conversation, tokenizer, policy=policy, return_tensors="pt", enable_thinking=False
+        )
+        assert got["labels"].dtype == single["labels"].dtype
+        assert got["labels"].tolist() == single["labels"].tolist()
+
+
+def test_errors_raise_with_the_conversation_index(tokenizers):
+    tokenizer = tokenizers["gemma3"]
+    bad = [{"role": "assistant", "content": "Hello!"}, {"role": "assistant", "content": "Again"}]
+    with pytest.raises(TemplateRaisedError, match=r"^Conversation 2: ") as info:
+        labelmask.mask_conversations([HI, HI, bad, HI], tokenizer, chunk_size=2)
+    assert info.value.index == 2
+    only_user = [{"role": "user", "content": "Hi"}]
+    results = labelmask.mask_conversations([only_user, HI], tokenizer, on_error="return")
+    assert isinstance(results[0], NothingToTrainError) and results[0].index == 0
+    assert results[1].report.n_trained > 0
+
+
+def test_empty_input_gives_an_empty_list(tokenizers):
+    assert labelmask.mask_conversations([], tokenizers["qwen3"]) == []
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"tools": [TOOLS]}, ValueError, r"tools has 1 entries for 2 conversations"),
+        ({"tools": [TOOLS[0], None]}, ValueError, r"tools\[0\] is a dict.*tools=\[schemas\] \* len"),
+        ({"on_error": "drop"}, ValueError, r"on_error='drop': use 'raise' or 'return'"),
+        ({"chunk_size": 0}, ValueError, r"chunk_size=0: use a positive int"),
+        ({"max_length": 8}, ValueError, r"does not truncate; call mask_conversation\(\.\.\., max_length"),
+        ({"return_tensors": "tf"}, ValueError, r"return_tensors='tf'"),
+        ({"policy": "assistant"}, TypeError, r"policy must be a labelmask.Policy"),
+        ({"add_generation_prompt": True}, ConversationError, r"does not take add_generation_prompt"),
+    ],
+)
+def test_invalid_arguments(tokenizers, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        labelmask.mask_conversations([HI, HI], tokenizers["qwen3"], **kwargs)
+
+
+def test_refuses_what_has_no_offsets_and_multimodal_processors(tokenizers):
+    from transformers import CLIPImageProcessor, LlavaProcessor
+
+    with pytest.raises(TokenizerError, match="is not a fast tokenizer"):
+        labelmask.mask_conversations([HI], object())
+    tokenizer = tokenizers["llava-1.5"]
+    processor = LlavaProcessor(
+        image_processor=CLIPImageProcessor(), tokenizer=tokenizer, chat_template=tokenizer.chat_template, patch_size=14
+    )
+    with pytest.raises(TokenizerError, match="batches text conversations only.*mask_conversation"):
+        labelmask.mask_conversations([HI], processor)
+
+
+def test_threads_share_the_caches_and_get_the_serial_results(tokenizers):
+    names = ("qwen3", "llama3", "gemma3", "llava-1.5")
+    data = {name: THREAD_CONVERSATIONS for name in names}
+    data["qwen3"] = [*THREAD_CONVERSATIONS, (REASONING_AND_TOOLS, TOOLS)]
+    expected = {
+        name: [outcome(labelmask.mask_conversation, m, tokenizers[name], tools=t) for m, t in convs]
+        for name, convs in data.items()
+    }
+    # Cold caches, so threads race to compile the same templates and fill the same verdicts.
+    _render.compile_template.cache_clear()
+    _mask._resolve.cache_clear()
+    _render._SAFE_ATTRIBUTE.clear()
+    barrier = threading.Barrier(8)
+    got: dict[tuple[str, int], list] = {}
+
+    def work(name: str, k: int) -> None:
+        convs = data[name]
+        barrier.wait()
+        for _ in range(3):
+            if k % 2:
+                out = labelmask.mask_conversations(
+                    [m for m, _ in convs],
+                    tokenizers[name],
+                    tools=[t for _, t in convs],
+                    on_error="return",
+                    chunk_size=2,
+                )
+            else:
+                out = [outcome(labelmask.mask_conversation, m, tokenizers[name], tools=t) for m, t in convs]
+            got.setdefault((name, k), []).append(out)
+
+    threads = [threading.Thread(target=work, args=(name, k)) for name in names for k in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(got) == 8
+    for (name, _), runs in got.items():
+        for out in runs:
+            for single, result in zip(expected[name], out):
+                if isinstance(single, Exception):
+                    assert type(result) is type(single)
+                else:
+                    assert_same(result, single)
