@@ -58,6 +58,7 @@ class Encoded:
         bounds = starts.tolist()
         firsts = []
         lasts = []
+        in_order = True
         for k in range(n_segments):
             pos = bounds[k]
             token = char_to_token(pos)
@@ -66,21 +67,23 @@ class Encoded:
                 token = char_to_token(pos)
             # The first segment starts at character 0, which the first token covers.
             token = 0 if token is None or k == 0 else token
-            firsts.append(token)
             if k:
                 # The previous segment's last token is the one before this segment's first,
                 # unless that token also covers the previous segment's last character.
-                lasts.append(token if token_to_chars(token)[0] < bounds[k] else token - 1)
+                last = token if token_to_chars(token)[0] < bounds[k] else token - 1
+                in_order = in_order and token >= firsts[-1] and last >= firsts[-1] - 1
+                lasts.append(last)
+            firsts.append(token)
         lasts.append(n_tokens - 1)
-        first = np.array(firsts, dtype=np.int64)
-        last = np.array(lasts, dtype=np.int64)
-        if np.any(first[1:] < first[:-1]) or np.any(last < first - 1):
+        if not (in_order and lasts[-1] >= firsts[-1] - 1):
             msg = (
                 "The tokenizer maps characters to tokens out of order (degenerate offsets): labelmask cannot "
                 "tell which characters each token covers. Check the tokenizer's normalizer and "
                 "post-processor (trim_offsets), or report it."
             )
             raise TokenizerError(msg)
+        first = np.array(firsts, dtype=np.int64)
+        last = np.array(lasts, dtype=np.int64)
         return first, last
 
     @functools.cached_property

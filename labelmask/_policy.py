@@ -141,14 +141,15 @@ def trained_messages(policy: Policy, roles: tuple[int, ...], train: tuple[bool |
             ``None`` for no flags at all).
     """
     role_table, _ = policy._tables
-    ok = np.append(role_table[np.asarray(roles, dtype=np.int64) + 1], False)
+    # Python lists: a conversation has few messages, and each numpy call costs microseconds.
+    trained = role_table.tolist()
+    ok = [trained[role + 1] for role in roles]
     if policy.last_turn_only:
-        ok[np.flatnonzero(ok)[:-1]] = False
+        last = max((i for i, flag in enumerate(ok) if flag), default=-1)
+        ok = [i == last for i in range(len(ok))]
     if train is not None:
-        for i, flag in enumerate(train):
-            if flag is not None:
-                ok[i] = flag
-    return ok
+        ok = [flag if flag is not None else was for flag, was in zip(train, ok)]
+    return np.array([*ok, False], dtype=bool)
 
 
 def apply_policy(aligned: Aligned, policy: Policy, message_ok: np.ndarray) -> Trained:
@@ -164,16 +165,29 @@ def apply_policy(aligned: Aligned, policy: Policy, message_ok: np.ndarray) -> Tr
         _TRAINED,
         np.where(role_ok & (aligned.seg_part == int(Part.HEADER)), _HEADER, _BLOCKED),
     )
-    covers = aligned.touches(seg_class, 3)
-    covers_trained = covers[:, _TRAINED]
-    covers_header = covers[:, _HEADER]
-    trained = covers_trained & ~covers[:, _BLOCKED]
-    if policy.straddle == "train":
-        # A header is tolerated only in a token that runs from a message's header into
-        # that same message's reply, never from a reply into the next turn's header.
-        trained &= ~covers_header | (aligned.seg_message[aligned.first_seg] == aligned.token_message)
-    else:
-        trained &= ~covers_header
-    n_straddle = int(np.count_nonzero(trained & covers_header))
-    n_dropped = int(np.count_nonzero(covers_trained & ~trained))
+    # A token inside one segment is trained when that segment is. Tokens over several segments
+    # (a header's end merged with a reply's start, a reply's trailing space with the next header)
+    # are few; each is decided from the classes it covers, as Aligned.touches would.
+    first, last = aligned.first_seg, aligned.last_seg
+    trained = seg_class[last] == _TRAINED
+    n_straddle = n_dropped = 0
+    several = np.flatnonzero(first != last)
+    if len(several):
+        classes = seg_class.tolist()
+        message = aligned.seg_message.tolist()
+        drop_straddle = policy.straddle != "train"
+        for token, start, stop in zip(several.tolist(), first[several].tolist(), last[several].tolist()):
+            covered = classes[start : stop + 1]  # empty for a token that covers no character
+            covers_trained = _TRAINED in covered
+            covers_header = _HEADER in covered
+            # A header is tolerated only in a token that runs from a message's header into that
+            # same message's reply, never from a reply into the next turn's header.
+            ok = (
+                covers_trained
+                and _BLOCKED not in covered
+                and not (covers_header and (drop_straddle or message[start] != message[stop]))
+            )
+            trained[token] = ok
+            n_straddle += ok and covers_header
+            n_dropped += covers_trained and not ok
     return Trained(trained=trained, n_straddle=n_straddle, n_boundary_dropped=n_dropped)

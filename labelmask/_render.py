@@ -30,6 +30,7 @@ import json
 import re
 from datetime import datetime
 from functools import lru_cache
+from itertools import accumulate
 from typing import Any, NamedTuple
 
 import jinja2
@@ -419,12 +420,11 @@ def render_annotated(
     text = "".join(pieces)
     if expected is not None and text != expected:
         _raise_parity(text, expected, name)
-    lengths = np.fromiter(map(len, pieces), dtype=np.int64, count=len(pieces))
-    keep = lengths > 0
-    seg_start = np.zeros(int(keep.sum()) + 1, dtype=np.int64)
-    np.cumsum(lengths[keep], out=seg_start[1:])
-    seg_message = np.array(piece_message, dtype=np.int32)[keep]
-    seg_part = np.array(piece_part, dtype=np.int8)[keep]
+    # Segments are the non-empty pieces (lists, not numpy: a few dozen items, and each numpy call costs more).
+    keep = [j for j, piece in enumerate(pieces) if piece]
+    seg_start = np.fromiter(accumulate([len(pieces[j]) for j in keep], initial=0), dtype=np.int64, count=len(keep) + 1)
+    seg_message = np.array([piece_message[j] for j in keep], dtype=np.int32)
+    seg_part = np.array([piece_part[j] for j in keep], dtype=np.int8)
     return Rendered(text, seg_start, seg_message, seg_part, headers, eots, tuple(spans))
 
 
