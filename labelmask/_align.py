@@ -86,11 +86,18 @@ def align(rendered: Rendered, encoded: Encoded, roles: tuple[int, ...]) -> Align
         lo[m] = end
     for m, (_, end) in rendered.eots.items():
         hi[m] = end
-    row = message % (n_messages + 1)  # -1 (no message) becomes row n_messages
-    lo_of, hi_of = np.array(lo)[row], np.array(hi)[row]
-    # Span edges are segment edges, so a segment is wholly inside or outside its region.
-    seg_generated = (seg_start[:-1] >= lo_of) & (seg_start[1:] <= hi_of) & (rendered.seg_part != _HEADER)
-    seg_role = np.array([*roles, -1], dtype=np.int8)[row]
+    # Per segment, in Python: a segment holds many characters, so this loop is small next to
+    # tokenizing them, and cheaper than a dozen numpy calls on a short conversation.
+    role_of = [*roles, -1]
+    starts = seg_start.tolist()
+    generated = []
+    seg_roles = []
+    for k, (m, part) in enumerate(zip(message.tolist(), rendered.seg_part.tolist())):
+        # Span edges are segment edges, so a segment is wholly inside or outside its region.
+        generated.append(starts[k] >= lo[m] and starts[k + 1] <= hi[m] and part != _HEADER)
+        seg_roles.append(role_of[m])  # -1 (no message) reads the last row
+    seg_generated = np.array(generated, dtype=bool)
+    seg_role = np.array(seg_roles, dtype=np.int8)
 
     # Token t covers segment k iff seg_first[k] <= t <= seg_last[k]; both are non-decreasing.
     seg_first, seg_last = encoded.boundary_tokens(seg_start)
