@@ -1,0 +1,412 @@
+"""labelmask against the other ways to get assistant-only labels: time per workload, and cost per token.
+
+What is measured. For the Qwen3, Llama 3 and Gemma 3 fixtures, the same generated
+conversations go through every contender:
+
+* ``floor``: ``tokenizer.apply_chat_template(messages, tools=tools, tokenize=True)``, no mask;
+* ``trl``: transformers' ``apply_chat_template(..., return_dict=True,
+  return_assistant_tokens_mask=True)`` with TRL's training template for the model
+  (``trl.chat_template_utils.<model>_training_chat_template``, TRL's
+  ``{% generation %}``-tagged copy of the stock template);
+* ``prefix``: prefix re-rendering as torchtune's Hugging Face tokenizer path does it: for
+  each message i, render ``messages[:i + 1]``, tokenize the whole render, keep the tokens
+  past the previous render's; ``prefix-text``: the cheaper variant that tokenizes only the
+  new text of each render;
+* ``marker``: ``apply_chat_template(tokenize=True)``, then the former
+  ``DataCollatorForCompletionOnlyLM``'s search for the response and instruction
+  templates' token ids;
+* ``labelmask``: ``mask_conversation``, one conversation at a time;
+* ``batched``: ``mask_conversations`` over the whole workload.
+
+Workloads: ``single`` (one instruction and its answer), ``chat8`` (8 user/assistant
+exchanges), ``tools`` (tool calls and results; Qwen3's template, and for Llama 3 its 3.1
+template over the same vocabulary, Llama 3.0's writing no tool syntax; Gemma 3's template
+has no tool role, so n/a), ``long`` (about 16k tokens: many long exchanges).
+
+How. One process; a warm-up pass, then ``--runs`` runs. Within a run, the one-at-a-time
+contenders alternate conversation by conversation (the order rotating), each call timed
+with the process CPU clock (``time.process_time``), because the machine is shared and
+wall-clock totals drift by tens of percent between runs. The batched engine cannot be
+interleaved per conversation: it is timed on the whole workload against the floor run
+one at a time on the same conversations just before or after (the order alternating),
+by wall clock (throughput; the tokenizer works on both cores) and by CPU. Tables give
+medians over runs. A sweep over 1 to 64 exchanges gives each contender's CPU time per
+token (the plot).
+
+Run from the repository root (about 20 minutes on the project's shared 2-core machine)::
+
+    python benchmarks/bench_speed.py [--runs 5] [--quick]
+
+It writes ``docs/benchmarks.md`` (tables) and ``docs/benchmarks.png`` (plot).
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import jinja2
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import labelmask  # noqa: E402
+from tests.fixtures import load_tokenizer  # noqa: E402
+
+WORDS = (
+    "the model answers every question with care and detail about data training tokens "
+    "Paris weather 42 résumé naïve 東京 données 🙂 function call result value"
+).split()
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "Weather for a city",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+        },
+    }
+]
+# The generation prompt and the user header, as the marker-search collator is configured for each model.
+MARKERS = {
+    "qwen3": ("<|im_start|>assistant\n", "<|im_start|>user\n"),
+    "llama3": ("<|start_header_id|>assistant<|end_header_id|>\n\n", "<|start_header_id|>user<|end_header_id|>\n\n"),
+    "gemma3": ("<start_of_turn>model\n", "<start_of_turn>user\n"),
+}
+MODELS = ("qwen3", "llama3", "gemma3")
+ONE_AT_A_TIME = ("floor", "trl", "prefix", "prefix-text", "marker", "labelmask")
+IGNORE = -100
+
+
+def sentence(rng: random.Random, n: int) -> str:
+    return " ".join(rng.choice(WORDS) for _ in range(n)) + "."
+
+
+def chat(rng: random.Random, exchanges: int, user: tuple[int, int], reply: tuple[int, int]) -> list[dict]:
+    messages: list[dict] = []
+    if rng.random() < 0.5:
+        messages.append({"role": "system", "content": sentence(rng, 12)})
+    for _ in range(exchanges):
+        messages.append({"role": "user", "content": sentence(rng, rng.randint(*user))})
+        messages.append({"role": "assistant", "content": sentence(rng, rng.randint(*reply))})
+    return messages
+
+
+def tool_chat(rng: random.Random) -> list[dict]:
+    messages: list[dict] = [{"role": "system", "content": sentence(rng, 12)}]
+    for _ in range(rng.randint(1, 4)):
+        messages.append({"role": "user", "content": sentence(rng, rng.randint(5, 40))})
+        city = rng.choice(["Paris", "Tokyo", "Lima"])
+        call = {"type": "function", "function": {"name": "get_weather", "arguments": {"city": city}}}
+        messages.append({"role": "assistant", "content": "", "tool_calls": [call]})
+        messages.append({"role": "tool", "content": sentence(rng, rng.randint(5, 20))})
+        messages.append({"role": "assistant", "content": sentence(rng, rng.randint(10, 80))})
+    return messages
+
+
+def long_chat(rng: random.Random, tokenizer, target: int = 16_000) -> list[dict]:
+    messages = chat(rng, 4, (40, 200), (200, 700))
+    while len(tokenizer.apply_chat_template(messages, tokenize=True)["input_ids"]) < target:
+        messages += chat(rng, 2, (40, 200), (200, 700))[-4:]
+    return messages
+
+
+def workloads(model: str, n: int) -> dict[str, tuple[object, list[tuple[list[dict], list | None]]]]:
+    """name -> (tokenizer, [(messages, tools)]); the same conversations for every contender."""
+    rng = random.Random(f"{model}-bench")
+    tokenizer = load_tokenizer(model)
+    out = {
+        "single": (tokenizer, [(chat(rng, 1, (5, 60), (20, 200)), None) for _ in range(2 * n)]),
+        "chat8": (tokenizer, [(chat(rng, 8, (5, 60), (5, 120)), None) for _ in range(n)]),
+        "long": (tokenizer, [(long_chat(rng, tokenizer), None) for _ in range(max(4, n // 20))]),
+    }
+    if model == "qwen3":
+        out["tools"] = (tokenizer, [(tool_chat(rng), TOOLS) for _ in range(n)])
+    elif model == "llama3":
+        out["tools"] = (load_tokenizer("llama3.1"), [(tool_chat(rng), TOOLS) for _ in range(n)])
+    return out
+
+
+class Contenders:
+    """The one-at-a-time contenders for one tokenizer, each a function of (messages, tools)."""
+
+    def __init__(self, model: str, tokenizer) -> None:
+        import trl.chat_template_utils as trl_templates
+
+        self.tokenizer = tokenizer
+        # TRL's training template for the model's stock template (Llama 3.1's, used for tools, has none).
+        self.training_template = getattr(trl_templates, f"{model}_training_chat_template")
+        response, instruction = MARKERS[model]
+        self.response_ids = tokenizer.encode(response, add_special_tokens=False)
+        self.instruction_ids = tokenizer.encode(instruction, add_special_tokens=False)
+
+    def floor(self, messages, tools):
+        return self.tokenizer.apply_chat_template(messages, tools=tools, tokenize=True)
+
+    def trl(self, messages, tools):
+        out = self.tokenizer.apply_chat_template(
+            messages,
+            tools=tools,
+            chat_template=self.training_template,
+            tokenize=True,
+            return_dict=True,
+            return_assistant_tokens_mask=True,
+        )
+        mask = np.asarray(out["assistant_masks"], dtype=bool)
+        return np.where(mask, np.asarray(out["input_ids"]), IGNORE)
+
+    def render_prefix(self, messages, tools):
+        try:
+            return self.tokenizer.apply_chat_template(messages, tools=tools, tokenize=False)
+        except jinja2.TemplateError:
+            # Llama 3.1 puts tools in the first user message and refuses a prefix without one:
+            # that message's tokens come with the next prefix.
+            return None
+
+    def prefix(self, messages, tools):
+        # torchtune HuggingFaceModelTokenizer.tokenize_messages: render each prefix, tokenize it whole,
+        # keep the tokens past the previous prefix's; they belong to message i.
+        ids: list[int] = []
+        labels: list[int] = []
+        previous: list[int] = []
+        for i, message in enumerate(messages):
+            text = self.render_prefix(messages[: i + 1], tools)
+            if text is None:
+                continue
+            current = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+            delta = current[len(previous) :]
+            previous = current
+            ids += delta
+            labels += delta if message["role"] == "assistant" else [IGNORE] * len(delta)
+        return ids, labels
+
+    def prefix_text(self, messages, tools):
+        # The same, tokenizing only the text each prefix render adds.
+        ids: list[int] = []
+        labels: list[int] = []
+        previous = ""
+        for i, message in enumerate(messages):
+            text = self.render_prefix(messages[: i + 1], tools)
+            if text is None:
+                continue
+            delta = self.tokenizer(text[len(previous) :], add_special_tokens=False)["input_ids"]
+            previous = text
+            ids += delta
+            labels += delta if message["role"] == "assistant" else [IGNORE] * len(delta)
+        return ids, labels
+
+    def marker(self, messages, tools):
+        # DataCollatorForCompletionOnlyLM.torch_call (TRL <= 0.19) with instruction_template, one row.
+        ids = np.asarray(self.tokenizer.apply_chat_template(messages, tools=tools, tokenize=True)["input_ids"])
+        labels = ids.copy()
+        response, human = self.response_ids, self.instruction_ids
+        starts = np.where(labels == response[0])[0]
+        response_idxs = [i + len(response) for i in starts if response == labels[i : i + len(response)].tolist()]
+        human_idxs = [i for i in np.where(labels == human[0])[0] if human == labels[i : i + len(human)].tolist()]
+        if human_idxs and response_idxs and human_idxs[0] > response_idxs[0]:
+            human_idxs = [0] + human_idxs
+        for k, (start, end) in enumerate(zip(human_idxs, response_idxs)):
+            labels[start if k else 0 : end] = IGNORE
+        if len(response_idxs) < len(human_idxs):
+            labels[human_idxs[-1] :] = IGNORE
+        return ids, labels
+
+    def labelmask(self, messages, tools):
+        return labelmask.mask_conversation(messages, self.tokenizer, tools=tools)
+
+    def call(self, name: str):
+        return getattr(self, name.replace("-", "_"))
+
+
+def time_one_at_a_time(contenders: Contenders, names, convs, runs: int) -> dict[str, list[float]]:
+    """CPU seconds per run for each contender, alternating per conversation with a rotating order."""
+    calls = [(name, contenders.call(name)) for name in names]
+    for messages, tools in convs:  # warm-up: compile templates, fill caches
+        for _, call in calls:
+            call(messages, tools)
+    totals: dict[str, list[float]] = {name: [] for name in names}
+    clock = time.process_time
+    for _ in range(runs):
+        run = dict.fromkeys(names, 0.0)
+        for j, (messages, tools) in enumerate(convs):
+            for k in range(len(calls)):
+                name, call = calls[(j + k) % len(calls)]
+                t0 = clock()
+                call(messages, tools)
+                run[name] += clock() - t0
+        for name in names:
+            totals[name].append(run[name])
+    return totals
+
+
+def time_batched(contenders: Contenders, convs, runs: int) -> dict[str, list[float]]:
+    """Wall and CPU seconds per run: floor one at a time, and mask_conversations on the whole workload."""
+    tokenizer = contenders.tokenizer
+    messages = [m for m, _ in convs]
+    tools = [t for _, t in convs]
+    labelmask.mask_conversations(messages, tokenizer, tools=tools)  # warm-up
+    out: dict[str, list[float]] = {"floor_wall": [], "floor_cpu": [], "batched_wall": [], "batched_cpu": []}
+
+    def floor():
+        for m, t in convs:
+            tokenizer.apply_chat_template(m, tools=t, tokenize=True)
+
+    def batched():
+        labelmask.mask_conversations(messages, tokenizer, tools=tools)
+
+    for r in range(runs):
+        order = [("floor", floor), ("batched", batched)]
+        for name, f in order if r % 2 == 0 else order[::-1]:
+            w, c = time.perf_counter(), time.process_time()
+            f()
+            out[f"{name}_cpu"].append(time.process_time() - c)
+            out[f"{name}_wall"].append(time.perf_counter() - w)
+    return out
+
+
+def sweep(model: str, runs: int, n: int, turns=(1, 2, 4, 8, 16, 32, 64)) -> dict[str, dict[int, float]]:
+    """CPU microseconds per token, per contender, as conversations grow from 1 to 64 exchanges."""
+    tokenizer = load_tokenizer(model)
+    contenders = Contenders(model, tokenizer)
+    names = ("floor", "trl", "prefix", "prefix-text", "marker", "labelmask")
+    out: dict[str, dict[int, float]] = {name: {} for name in names}
+    rng = random.Random(f"{model}-sweep")
+    for k in turns:
+        convs = [(chat(rng, k, (20, 40), (40, 80)), None) for _ in range(n)]
+        tokens = sum(len(contenders.floor(m, t)["input_ids"]) for m, t in convs)
+        totals = time_one_at_a_time(contenders, names, convs, runs)
+        for name in names:
+            out[name][k] = statistics.median(totals[name]) / tokens * 1e6
+        print(f"  sweep {model} {k:>2} exchanges: " + ", ".join(f"{m} {out[m][k]:.2f}" for m in names), flush=True)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--n", type=int, default=60, help="conversations per workload (single: twice as many)")
+    parser.add_argument("--quick", action="store_true", help="a smoke run: few conversations, 2 runs, no files")
+    args = parser.parse_args()
+    if args.quick:
+        args.runs, args.n = 2, 10
+
+    rows = []
+    batch_rows = []
+    for model in MODELS:
+        for workload, (tokenizer, convs) in workloads(model, args.n).items():
+            contenders = Contenders(model, tokenizer)
+            names = [n for n in ONE_AT_A_TIME if n != "trl" or workload != "tools" or model != "llama3"]
+            totals = time_one_at_a_time(contenders, names, convs, args.runs)
+            tokens = sum(len(contenders.floor(m, t)["input_ids"]) for m, t in convs)
+            floor = statistics.median(totals["floor"])
+            ratios = {n: statistics.median(a / b for a, b in zip(totals[n], totals["floor"])) for n in names}
+            row = {"model": model, "workload": workload, "n": len(convs), "tokens": tokens, "floor_ms": floor * 1e3}
+            row.update({n: ratios[n] for n in names})
+            rows.append(row)
+            print(
+                f"{model:7s} {workload:7s} n={len(convs):4d} tokens={tokens:8d} floor={floor * 1e3:8.1f} ms  "
+                + "  ".join(f"{n}={ratios[n]:.2f}x" for n in names),
+                flush=True,
+            )
+            timed = time_batched(contenders, convs, args.runs)
+            wall = statistics.median(a / b for a, b in zip(timed["floor_wall"], timed["batched_wall"]))
+            cpu = statistics.median(a / b for a, b in zip(timed["floor_cpu"], timed["batched_cpu"]))
+            batch_rows.append({"model": model, "workload": workload, "wall": wall, "cpu": cpu, "timed": timed})
+            print(f"{model:7s} {workload:7s} batched throughput vs floor: wall {wall:.2f}x, cpu {cpu:.2f}x", flush=True)
+
+    sweeps = {model: sweep(model, runs=max(2, args.runs - 2), n=3 if args.quick else 8) for model in MODELS}
+    if not args.quick:
+        write_docs(rows, batch_rows, sweeps, args)
+
+
+def fmt(value) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
+def write_docs(rows, batch_rows, sweeps, args) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lines = [
+        "# Benchmarks",
+        "",
+        "Written by `python benchmarks/bench_speed.py` (its docstring says exactly what is measured).",
+        f"Machine: {platform.machine()}, {__import__('os').cpu_count()} cores shared with other work; "
+        f"Python {platform.python_version()}, transformers {__import__('transformers').__version__}, "
+        f"tokenizers {__import__('tokenizers').__version__}, TRL {__import__('trl').__version__}. "
+        f"Medians of {args.runs} runs in one process.",
+        "",
+        "## One conversation at a time",
+        "",
+        "CPU time relative to the floor (`apply_chat_template(tokenize=True)`, no mask; 1.00 = the floor's time).",
+        "",
+        "| model | workload | conversations | tokens | floor (ms) | labelmask | trl | prefix | prefix-text | marker |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['model']} | {r['workload']} | {r['n']} | {r['tokens']:,} | {r['floor_ms']:.0f} | "
+            f"**{fmt(r['labelmask'])}** | {fmt(r.get('trl'))} | {fmt(r['prefix'])} | {fmt(r['prefix-text'])} | "
+            f"{fmt(r['marker'])} |"
+        )
+    lines += [
+        "",
+        "`trl` is transformers' `return_assistant_tokens_mask=True` with TRL's training template; for the "
+        "Llama 3 tool workload (Llama 3.1's template) TRL has none, hence n/a. Gemma 3's template has no tool "
+        "role, so it has no tool workload.",
+        "",
+        "## Batched",
+        "",
+        "`mask_conversations` on the whole workload against the floor called one conversation at a time: "
+        "throughput ratio (higher is better) by wall clock, and by CPU time.",
+        "",
+        "| model | workload | wall-clock throughput vs floor | CPU vs floor |",
+        "|---|---|---|---|",
+    ]
+    for b in batch_rows:
+        lines.append(f"| {b['model']} | {b['workload']} | **{b['wall']:.2f}x** | {b['cpu']:.2f}x |")
+    lines += [
+        "",
+        "## Cost per token as conversations grow",
+        "",
+        "CPU microseconds per token (the floor's token count), conversations of 1 to 64 exchanges "
+        "(user 20-40 words, reply 40-80 words), 8 conversations per point.",
+        "",
+    ]
+    for model, data in sweeps.items():
+        turns = sorted(data["floor"])
+        lines += [f"**{model}**", "", "| contender | " + " | ".join(map(str, turns)) + " |"]
+        lines.append("|---|" + "---|" * len(turns))
+        for name, points in data.items():
+            lines.append(f"| {name} | " + " | ".join(f"{points[k]:.2f}" for k in turns) + " |")
+        lines.append("")
+    lines.append("![cost per token and relative time](benchmarks.png)")
+    (ROOT / "docs" / "benchmarks.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+    fig, axes = plt.subplots(1, len(sweeps), figsize=(5 * len(sweeps), 4), sharey=True)
+    for ax, (model, data) in zip(axes, sweeps.items()):
+        for name, points in data.items():
+            turns = sorted(points)
+            style = {"linewidth": 2.5, "color": "black"} if name == "labelmask" else {}
+            ax.plot(turns, [points[k] for k in turns], marker="o", label=name, **style)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_title(model)
+        ax.set_xlabel("exchanges per conversation")
+    axes[0].set_ylabel("CPU µs per token")
+    axes[0].legend(fontsize=8)
+    fig.suptitle("Cost per token, one conversation at a time (lower is better)")
+    fig.tight_layout()
+    fig.savefig(ROOT / "docs" / "benchmarks.png", dpi=110)
+
+
+if __name__ == "__main__":
+    main()
