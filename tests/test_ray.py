@@ -37,7 +37,7 @@ def test_the_docs_show_the_example_code():
 
 # Ray's DataContext sets its own deprecated fields when it is created.
 @pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.data.context")
-def test_map_batches_on_a_local_ray_instance_gives_mask_conversations_results():
+def test_map_batches_on_a_local_ray_instance():
     tokenizer = load_tokenizer("qwen3")
     conversations = [HI, TOOL_CHAT, [{"role": "user", "content": "no reply"}]] * 10  # every third: nothing to train
     tools = [None, TOOLS, None] * 10

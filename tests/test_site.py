@@ -34,6 +34,7 @@ LANGUAGES = {"python", "bash", "text", "jinja"}
 RUN_ELSEWHERE = {
     ("sft.py", "sft"): "tests/test_docs.py::test_sft_script_trains_on_the_shipped_example",
     ("quickstart.py", "quickstart"): "tests/test_docs.py::test_quickstart_runs_and_brackets_only_the_replies",
+    ("ray_data.py", "ray"): "tests/test_ray.py::test_map_batches_on_a_local_ray_instance",
 }
 
 
