@@ -18,8 +18,10 @@ from labelmask._registry import AnnotatedTemplate, register_template, template_h
 from labelmask._turns import mask_turns
 from labelmask.errors import (
     AnnotationError,
+    ControlTokenError,
     ConversationError,
     LabelmaskError,
+    MaskCheckError,
     NothingToTrainError,
     RenderParityError,
     TemplateNotFoundError,
@@ -34,8 +36,10 @@ __all__ = [
     "AnnotatedTemplate",
     "AnnotationError",
     "Collator",
+    "ControlTokenError",
     "ConversationError",
     "LabelmaskError",
+    "MaskCheckError",
     "MaskReport",
     "MaskStats",
     "MaskedConversation",

@@ -15,6 +15,7 @@ import numpy as np
 from labelmask._align import align
 from labelmask._derive import derive
 from labelmask._encode import Encoded, backend_of, encode
+from labelmask._guard import CONTROL_TOKEN_MODES, check_labels, control_tokens_in, escape_if_injected
 from labelmask._messages import normalize_conversation, plain_kwargs
 from labelmask._policy import IGNORE_INDEX, Policy, apply_policy, trained_messages
 from labelmask._registry import AnnotatedTemplate, find_template, get_template, template_hash
@@ -57,6 +58,8 @@ class MaskReport:
             space merged with the next turn's header).
         n_cut: Tokens removed by truncation to ``max_length``.
         n_dropped_messages: Messages dropped by ``truncation="turns"``.
+        n_control_tokens: Control-token strings found in the conversation's text (see
+            ``control_tokens=``): never trained; kept, escaped, or refused.
     """
 
     template: str
@@ -67,6 +70,7 @@ class MaskReport:
     n_boundary_dropped: int
     n_cut: int = 0
     n_dropped_messages: int = 0
+    n_control_tokens: int = 0
 
 
 class MaskedConversation(Mapping):
@@ -196,6 +200,8 @@ def mask_conversation(
     fallback: bool = True,
     max_length: int | None = None,
     truncation: str = "right",
+    control_tokens: str = "keep",
+    check: bool = True,
     **template_kwargs: Any,
 ) -> MaskedConversation:
     """Tokenize a conversation as its chat template does and label what to train.
@@ -232,6 +238,15 @@ def mask_conversation(
             ``"drop"`` (raise :class:`~labelmask.errors.TruncationError`). The report
             counts what was cut; nothing left to train raises as usual.
         truncation: See ``max_length``.
+        control_tokens: What to do with control-token strings (the tokenizer's special
+            tokens, ``<|im_end|>``) inside message text, which can forge a turn. They are
+            never trained, whatever this says. ``"keep"`` (default): the ids the stock
+            template gives, counted in ``report.n_control_tokens``; ``"escape"``: each is
+            tokenized as plain text (the other ids stay the stock ones); ``"raise"``:
+            :class:`~labelmask.errors.ControlTokenError` naming the message and token.
+        check: The fail-closed check (default on, about 2% of the time): verify from the
+            tokenizer's offsets and decoder that the trained tokens are exactly the text to
+            train, and raise :class:`~labelmask.errors.MaskCheckError` otherwise.
         **template_kwargs: Passed to the template (``enable_thinking=False``, ``date_string=...``).
 
     Returns:
@@ -246,6 +261,8 @@ def mask_conversation(
         TokenizerError: not a fast tokenizer.
         NothingToTrainError: the policy trains no token (``Policy(on_empty="keep")`` returns it instead).
         TruncationError: the sample is over ``max_length`` and ``truncation`` refuses or cannot shorten it.
+        ControlTokenError: with ``control_tokens="raise"``, a message's text contains a control token.
+        MaskCheckError: the fail-closed check refused the labels (a bug; never a wrong sample returned).
 
     Example:
         >>> out = mask_conversation(
@@ -257,6 +274,7 @@ def mask_conversation(
         from labelmask._truncate import mask_truncated
 
         kwargs = dict(tools=tools, return_tensors=return_tensors, template=template, verify=verify, fallback=fallback)
+        kwargs.update(control_tokens=control_tokens, check=check)
         return mask_truncated(
             mask_conversation,
             messages,
@@ -272,6 +290,8 @@ def mask_conversation(
         raise TypeError(f"policy must be a labelmask.Policy, not {type(policy).__name__}")
     if return_tensors not in (None, "np", "pt"):
         raise ValueError(f"return_tensors={return_tensors!r}: use None (lists), 'np' or 'pt'.")
+    if control_tokens not in CONTROL_TOKEN_MODES:
+        raise ValueError(f"control_tokens={control_tokens!r}: use 'keep', 'escape' or 'raise'.")
     for key, why in _REFUSED_KWARGS.items():
         if key in template_kwargs:
             raise ConversationError(f"mask_conversation does not take {key}=: {why}.")
@@ -304,11 +324,16 @@ def mask_conversation(
     else:
         name, method = annotated.name, "annotated"
         rendered = _render_annotated(annotated, stock_source, variables, len(conversation.messages), verify)
+    injected = control_tokens_in(processor, conversation, control_tokens, name)
     encoded = encode(backend, rendered.text)
+    if injected and control_tokens == "escape":
+        encoded = escape_if_injected(processor, backend, rendered, encoded, annotated, name)
     aligned = align(rendered, encoded, conversation.roles)
     message_ok = trained_messages(policy, conversation.roles, conversation.train)
     decision = apply_policy(aligned, policy, message_ok)
 
+    if check:
+        check_labels(rendered, encoded, aligned, decision.trained, message_ok, policy, backend, name)
     n_trained = int(decision.trained.sum())
     report = MaskReport(
         template=name,
@@ -317,6 +342,7 @@ def mask_conversation(
         n_trained=n_trained,
         n_straddle=decision.n_straddle,
         n_boundary_dropped=decision.n_boundary_dropped,
+        n_control_tokens=len(injected),
     )
     if n_trained == 0 and policy.on_empty == "raise":
         trained_roles = ", ".join(sorted(policy.roles))
