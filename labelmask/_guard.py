@@ -352,7 +352,10 @@ def check_labels(
         k0 = np.searchsorted(seg_start, run_start, side="right") - 1
         k1 = np.searchsorted(seg_start, np.maximum(run_end - 1, run_start), side="right") - 1
         inner_bad = bad[k1 + 1] - bad[k0 + 1]
-        first_ok = seg_trained[k0] | (header_ok[k0] & (k1 > k0))
+        first_ok = seg_trained[k0].copy()
+        # A run may start in its own header only with one token that runs on into the reply (the straddle rule).
+        for r in np.flatnonzero(~first_ok & header_ok[k0] & (k1 > k0)).tolist():
+            first_ok[r] = token_to_chars(int(run_first[r]))[1] > seg_start[k0[r] + 1]
         same = (change[k1 + 1] - change[k0 + 1]) == 0
         wrong = (inner_bad > 0) | ~first_ok | ~same | (run_end <= run_start)
         if wrong.any():
