@@ -42,6 +42,7 @@ from labelmask._parts import Part
 from labelmask.errors import ControlTokenError, MaskCheckError
 
 __all__ = [
+    "CHECK_MODES",
     "CONTROL_TOKEN_MODES",
     "check_labels",
     "control_tokens_in",
@@ -52,6 +53,7 @@ __all__ = [
 ]
 
 CONTROL_TOKEN_MODES = ("keep", "escape", "raise")
+CHECK_MODES = ("fast", "full", "off")
 
 _TEXT_PARTS = (int(Part.CONTENT), int(Part.REASONING))
 _TOOL_CALLS = int(Part.TOOL_CALLS)
@@ -97,17 +99,15 @@ _cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def special_tokens(processor: Any) -> _Specials:
-    """The :class:`_Specials` of ``processor``, cached while its vocabulary size is unchanged."""
-    size = len(processor)
+    """The :class:`_Specials` of ``processor``, read once per tokenizer object (as ``_derive`` reads them):
+    asking a large vocabulary for its size or added tokens costs a millisecond (Gemma 3)."""
     try:
-        cached_size, specials = _cache[processor]
-        if cached_size == size:
-            return specials
+        return _cache[processor]
     except (KeyError, TypeError):
         pass
     specials = _Specials(processor)
     try:
-        _cache[processor] = (size, specials)
+        _cache[processor] = specials
     except TypeError:
         pass
     return specials
@@ -134,7 +134,9 @@ def find_control_tokens(messages: list[dict], tools: list | None, specials: _Spe
     search = pattern.search
     for i, message in enumerate(messages):
         for key, value in message.items():
-            if key == "role":
+            if type(value) is str:
+                if key != "role" and search(value):
+                    found.extend((i, token) for token in pattern.findall(value))
                 continue
             for s in _strings(value):
                 if search(s):
@@ -312,6 +314,7 @@ def check_labels(
     policy: Any,
     backend: Any,
     name: str,
+    full: bool = True,
 ) -> None:
     """Fail closed: raise :class:`MaskCheckError` unless the trained tokens are exactly the trained text.
 
@@ -319,6 +322,8 @@ def check_labels(
         rendered, encoded, aligned: The stages' outputs for the sample.
         trained: ``bool[n_tokens]``, the policy's decision.
         message_ok: ``bool[n_messages + 1]``, which messages the policy trains.
+        full: Also decode every run and check that every trained character is covered
+            (``check="full"``); otherwise only where each run lies (``check="fast"``).
     """
     seg_start = rendered.seg_start
     seg_message = rendered.seg_message
@@ -330,40 +335,50 @@ def check_labels(
         return
     _, part_ok = policy._tables
     seg_trained = message_ok[seg_message] & aligned.seg_generated & part_ok[seg_part]
-    header_ok = message_ok[seg_message] & (seg_part == _HEADER) & (policy.straddle == "train")
     idx = np.flatnonzero(trained)
     if len(idx):
         owner = aligned.token_message[idx]
         breaks = np.flatnonzero((np.diff(idx) != 1) | (np.diff(owner) != 0)) + 1
         run_first = idx[np.concatenate(([0], breaks))]
         run_last = idx[np.concatenate((breaks - 1, [len(idx) - 1]))]
+        run_message = owner[np.concatenate(([0], breaks))]
     else:
-        run_first = run_last = idx
+        run_first = run_last = run_message = idx
     token_to_chars = encoded.encoding.token_to_chars
-    run_start = np.array([token_to_chars(int(t))[0] for t in run_first], dtype=np.int64)
-    run_end = np.array([token_to_chars(int(t))[1] for t in run_last], dtype=np.int64)
+    run_start = np.array([token_to_chars(t)[0] for t in run_first.tolist()], dtype=np.int64)
+    run_end = np.array([token_to_chars(t)[1] for t in run_last.tolist()], dtype=np.int64)
     text = rendered.text
 
-    # 1. Each run lies in one trained message's region: segments k0..k1 all of that message,
-    #    all trained, except a header of its own at k0 (the straddle rule).
+    # 1. Each run lies in one trained message's region: segments k0..k1 all trained segments of
+    #    that message (one code per segment: its message where trained, -2 where not), except that
+    #    a run may start in its own header with one token running on into the reply (straddle).
     if len(run_first):
-        bad = np.concatenate(([0], np.cumsum(~seg_trained)))
-        change = np.concatenate(([0, 0], np.cumsum(seg_message[1:] != seg_message[:-1])))
+        code = np.where(seg_trained, seg_message, -2)
+        change = np.zeros(n_seg + 1, dtype=np.int64)
+        np.cumsum(code[1:] != code[:-1], out=change[2:])
         k0 = np.searchsorted(seg_start, run_start, side="right") - 1
         k1 = np.searchsorted(seg_start, np.maximum(run_end - 1, run_start), side="right") - 1
-        inner_bad = bad[k1 + 1] - bad[k0 + 1]
-        first_ok = seg_trained[k0].copy()
-        # A run may start in its own header only with one token that runs on into the reply (the straddle rule).
-        for r in np.flatnonzero(~first_ok & header_ok[k0] & (k1 > k0)).tolist():
-            first_ok[r] = token_to_chars(int(run_first[r]))[1] > seg_start[k0[r] + 1]
-        same = (change[k1 + 1] - change[k0 + 1]) == 0
-        wrong = (inner_bad > 0) | ~first_ok | ~same | (run_end <= run_start)
+        for r in np.flatnonzero(code[k0] != run_message).tolist():
+            k = int(k0[r])
+            straddles = (
+                policy.straddle == "train"
+                and seg_part[k] == _HEADER
+                and seg_message[k] == run_message[r]
+                and k1[r] > k
+                and token_to_chars(int(run_first[r]))[1] > seg_start[k + 1]
+            )
+            if straddles:
+                k0[r] = k + 1
+        wrong = (code[k0] != run_message) | (change[k1 + 1] != change[k0 + 1]) | (run_end <= run_start)
         if wrong.any():
             r = int(np.flatnonzero(wrong)[0])
             a, b = int(run_start[r]), int(run_end[r])
-            m = int(seg_message[k0[r]])
+            m = int(run_message[r])
             _fail(name, m, f"trained tokens cover {text[a:b]!r:.120} (characters {a}..{b}), outside a trained reply")
 
+    if not full:
+        return
+    header_ok = message_ok[seg_message] & (seg_part == _HEADER) & (policy.straddle == "train")
     # 2. Each run decodes back to the text it covers.
     ids = encoded.ids
     for r in range(len(run_first)):
@@ -454,7 +469,7 @@ def _fail(name: str, message_index: int | None, what: str) -> None:
         f"Fail-closed check, template {name!r}, {where}: {what}. labelmask refuses to return labels it cannot "
         "verify. Either the tokenizer's ids do not spell the text its offsets point at (a normalizer that "
         "lowercases or inserts text: use the model's own tokenizer.json), or this is a labelmask bug: report it "
-        "with this conversation. mask_dataset(on_error='drop') drops and counts such rows; check=False skips "
+        "with this conversation. mask_dataset(on_error='drop') drops and counts such rows; check='off' skips "
         "the check."
     )
     raise MaskCheckError(msg, message_index=message_index, template=name)

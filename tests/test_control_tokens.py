@@ -135,7 +135,9 @@ def test_forged_turns_are_never_trained(name, tokenizers, data):
     assert set(injected) <= set(found), "the forged string carries no control token of this tokenizer"
 
     # keep: the stock ids, every invariant (token parity included), nothing trained inside.
-    keep = labelmask.mask_conversation(messages, tokenizer, tools=tools, policy=ANY, return_tensors="np", **kwargs)
+    keep = labelmask.mask_conversation(
+        messages, tokenizer, tools=tools, policy=ANY, return_tensors="np", check="full", **kwargs
+    )
     sample = Sample(tokenizer, messages, tools, kwargs, keep, expect(CASES[name], name))
     for check in (*CHECKS, check_token_parity):
         check(sample)
@@ -150,7 +152,14 @@ def test_forged_turns_are_never_trained(name, tokenizers, data):
 
     # escape: every invariant but token parity; nothing trained inside.
     escaped = labelmask.mask_conversation(
-        messages, tokenizer, tools=tools, policy=ANY, return_tensors="np", control_tokens="escape", **kwargs
+        messages,
+        tokenizer,
+        tools=tools,
+        policy=ANY,
+        return_tensors="np",
+        control_tokens="escape",
+        check="full",
+        **kwargs,
     )
     sample = Sample(tokenizer, messages, tools, kwargs, escaped, expect(CASES[name], name))
     for check in CHECKS:

@@ -5,7 +5,8 @@ reasoning of any JSON type, full-Unicode text with control-token look-alikes), t
 exceptions that escape are labelmask's own, and every sample it returns satisfies the
 invariants of ``labelmask.testing`` (render and token parity with the stock template,
 soundness, completeness, end of turn), under every ``control_tokens`` mode. 2,000
-examples in CI, over three templates chosen for coverage and speed: Qwen3 (the most
+examples in CI, with the fail-closed check on (``check="full"``: it must never refuse a
+correct sample), over three templates chosen for coverage and speed: Qwen3 (the most
 template logic: reasoning, tools, rewritten history), Llama 3 and ChatML (any role).
 """
 
@@ -17,7 +18,7 @@ from hypothesis import strategies as st
 import labelmask
 from labelmask.testing import Expect
 from labelmask.testing._checks import CHECKS, Sample, check_token_parity
-from tests.strategies import TOOLS, texts
+from tests.strategies import TOOLS, conversations, texts
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
@@ -53,7 +54,29 @@ MESSAGE = (
     )
     | JSON
 )
-CONVERSATION = st.lists(MESSAGE, max_size=5) | JSON
+
+
+@st.composite
+def perturbed(draw):
+    """A well-formed conversation (so that many samples come back), then junk: extra keys of any
+    JSON value, role aliases, a field replaced by any JSON value."""
+    messages, _ = draw(conversations(tools=True, tool_role=True, reasoning=True, max_turns=4))
+    out = []
+    for message in messages:
+        message = dict(message)
+        if draw(st.integers(0, 3)) == 0:
+            message[draw(st.sampled_from(["name", "extra", "tool_call_id"]))] = draw(JSON)
+        if draw(st.integers(0, 3)) == 0:
+            message["weight"] = draw(st.floats(0, 1e3))
+        if message["role"] == "system" and draw(st.booleans()):
+            message["role"] = "developer"
+        if draw(st.integers(0, 9)) == 0:
+            message[draw(st.sampled_from(sorted(message)))] = draw(JSON)
+        out.append(message)
+    return out
+
+
+CONVERSATION = st.one_of(perturbed(), perturbed(), st.lists(MESSAGE, max_size=5), JSON)
 EOT = {"qwen3": "<|im_end|>", "llama3": "<|eot_id|>", "chatml": "<|im_end|>"}
 
 
@@ -72,7 +95,7 @@ def test_only_labelmask_errors_escape_and_results_hold_the_invariants(
     policy = labelmask.Policy(on_empty=on_empty)
     try:
         out = labelmask.mask_conversation(
-            messages, tokenizer, tools=tools, policy=policy, control_tokens=mode, return_tensors="np"
+            messages, tokenizer, tools=tools, policy=policy, control_tokens=mode, return_tensors="np", check="full"
         )
     except labelmask.MaskCheckError:
         raise  # the fail-closed check refused labels: a labelmask bug (or a false alarm), never expected here

@@ -91,17 +91,25 @@ CORRUPTIONS = [shifted, header_trained, header_of_first_reply, eot_left_out, use
 @pytest.mark.parametrize("name", ["qwen3", "llama3", "gemma3", "llava-1.5", "mistral-v3"])
 def test_the_true_labels_pass(name, tokenizers):
     rendered, encoded, aligned, trained, ok, backend, template = stages(tokenizers[name])
-    check_labels(rendered, encoded, aligned, trained, ok, Policy(), backend, template)
+    for full in (True, False):
+        check_labels(rendered, encoded, aligned, trained, ok, Policy(), backend, template, full)
 
 
+# What check="fast" (where each run lies) finds; check="full" finds all of them and a left-out end of turn.
+FAST = (shifted, header_trained, header_of_first_reply, user_trained)
+
+
+@pytest.mark.parametrize("full", [True, False], ids=["full", "fast"])
 @pytest.mark.parametrize("corrupt", CORRUPTIONS, ids=[c.__name__ for c in CORRUPTIONS])
 @pytest.mark.parametrize("name", ["qwen3", "llama3", "gemma3", "llava-1.5", "mistral-v3"])
-def test_wrong_labels_are_refused(name, corrupt, tokenizers):
+def test_wrong_labels_are_refused(name, corrupt, full, tokenizers):
+    if not full and corrupt not in FAST:
+        return
     rendered, encoded, aligned, trained, ok, backend, template = stages(tokenizers[name])
     wrong = corrupt(trained, aligned)
     assert (wrong != trained).any()
     with pytest.raises(MaskCheckError, match=f"Fail-closed check, template '{template}'"):
-        check_labels(rendered, encoded, aligned, wrong, ok, Policy(), backend, template)
+        check_labels(rendered, encoded, aligned, wrong, ok, Policy(), backend, template, full)
 
 
 @pytest.mark.parametrize(
@@ -118,7 +126,8 @@ def test_every_policy_passes(policy, tokenizers):
     messages = [*MESSAGES[:2], {"role": "assistant", "content": "\n\nHi"}, *MESSAGES[3:]]
     for name in ("qwen3", "llava-1.5"):
         rendered, encoded, aligned, trained, ok, backend, template = stages(tokenizers[name], messages, policy)
-        check_labels(rendered, encoded, aligned, trained, ok, policy, backend, template)
+        for full in (True, False):
+            check_labels(rendered, encoded, aligned, trained, ok, policy, backend, template, full)
 
 
 def _lowercasing(tokenizers):
@@ -131,12 +140,14 @@ def _lowercasing(tokenizers):
     return tokenizer
 
 
-def test_a_refused_sample_is_never_returned_and_check_false_returns_it(tokenizers):
+def test_a_refused_sample_is_never_returned_and_check_off_returns_it(tokenizers):
+    assert labelmask.mask_conversation(MESSAGES, _lowercasing(tokenizers)).report.n_trained > 0  # default: off
+    """Ids that do not spell the text their offsets cover are found by decoding (check="full")."""
     tokenizer = _lowercasing(tokenizers)
     with pytest.raises(MaskCheckError) as info:
-        labelmask.mask_conversation(MESSAGES, tokenizer)
+        labelmask.mask_conversation(MESSAGES, tokenizer, check="full")
     assert info.value.message_index == 2
-    out = labelmask.mask_conversation(MESSAGES, tokenizer, check=False)
+    out = labelmask.mask_conversation(MESSAGES, tokenizer, check="off")
     assert out.report.n_trained > 0
 
 
@@ -144,8 +155,8 @@ def test_mask_dataset_drops_and_counts_refused_rows(tokenizers):
     datasets = pytest.importorskip("datasets")
     tokenizer = _lowercasing(tokenizers)
     rows = [{"messages": MESSAGES}, {"messages": [MESSAGES[1], {"role": "assistant", "content": "ok"}]}]
-    masked, stats = labelmask.mask_dataset(datasets.Dataset.from_list(rows), tokenizer, on_error="drop")
+    masked, stats = labelmask.mask_dataset(datasets.Dataset.from_list(rows), tokenizer, on_error="drop", check="full")
     assert stats.dropped == {"MaskCheckError": 1} and stats.n_kept == 1
     assert "Row 0: Fail-closed check" in stats.first_error["MaskCheckError"]
     with pytest.raises(MaskCheckError, match="Row 0: "):
-        labelmask.mask_dataset(datasets.Dataset.from_list(rows), tokenizer)
+        labelmask.mask_dataset(datasets.Dataset.from_list(rows), tokenizer, check="full")
