@@ -19,8 +19,10 @@ from labelmask._registry import AnnotatedTemplate, register_template, template_h
 from labelmask._turns import mask_turns
 from labelmask.errors import (
     AnnotationError,
+    ControlTokenError,
     ConversationError,
     LabelmaskError,
+    MaskCheckError,
     NoEndOfTurnWarning,
     NothingToTrainError,
     RenderParityError,
@@ -36,8 +38,10 @@ __all__ = [
     "AnnotatedTemplate",
     "AnnotationError",
     "Collator",
+    "ControlTokenError",
     "ConversationError",
     "LabelmaskError",
+    "MaskCheckError",
     "MaskReport",
     "MaskStats",
     "MaskedConversation",

@@ -61,14 +61,18 @@ def _train_flag(value: Any, index: int) -> bool:
     raise ConversationError(msg, message_index=index)
 
 
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
 def _weight(value: Any, index: int) -> float:
     try:
         ok = not isinstance(value, (bool, str, bytes)) and value == float(value)
     except (TypeError, ValueError):
         ok = False
     weight = float(value) if ok else math.nan
-    if not math.isfinite(weight) or weight < 0:
-        msg = f'Message {index}: "weight" must be a finite number >= 0, not {value!r:.40}.'
+    # loss_weights are float32: a larger weight would become inf there.
+    if not math.isfinite(weight) or weight < 0 or weight > _FLOAT32_MAX:
+        msg = f'Message {index}: "weight" must be a finite number >= 0 (at most float32\'s 3.4e38), not {value!r:.40}.'
         raise ConversationError(msg, message_index=index)
     return weight
 

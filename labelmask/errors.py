@@ -6,6 +6,7 @@ callers that do not know labelmask::
 
     LabelmaskError(Exception)
     ├── ConversationError(LabelmaskError, ValueError)       the messages are malformed
+    │   └── ControlTokenError                                ... or write control tokens (control_tokens="raise")
     ├── TemplateNotFoundError(LabelmaskError, LookupError)   no annotation for this chat template
     │   └── UnverifiedTemplateError                          ... and spans derived without one fail their checks
     ├── TemplateRaisedError(LabelmaskError, ValueError)      the chat template itself rejected the input
@@ -13,7 +14,8 @@ callers that do not know labelmask::
     │   └── RenderParityError                                annotated render != stock render
     ├── TokenizerError(LabelmaskError, TypeError)            the tokenizer cannot give offsets
     ├── NothingToTrainError(LabelmaskError, ValueError)      the policy trains no token
-    └── TruncationError(LabelmaskError, ValueError)          the sample cannot be cut to max_length as asked
+    ├── TruncationError(LabelmaskError, ValueError)          the sample cannot be cut to max_length as asked
+    └── MaskCheckError(LabelmaskError, RuntimeError)         the fail-closed check refused the labels
 
     NoEndOfTurnWarning(UserWarning)                          the template writes no end of turn after replies
 
@@ -25,9 +27,11 @@ from __future__ import annotations
 
 __all__ = [
     "AnnotationError",
+    "ControlTokenError",
     "ConversationError",
     "LabelmaskError",
     "NoEndOfTurnWarning",
+    "MaskCheckError",
     "NothingToTrainError",
     "RenderParityError",
     "TemplateNotFoundError",
@@ -67,6 +71,18 @@ def _rebuild(cls: type, args: tuple, state: dict) -> LabelmaskError:
 
 class ConversationError(LabelmaskError, ValueError):
     """The conversation is not something labelmask can render (wrong types, roles, fields)."""
+
+
+class ControlTokenError(ConversationError):
+    """A message's text contains a control token of the tokenizer (``control_tokens="raise"``).
+
+    Attributes:
+        token: The control-token string found.
+    """
+
+    def __init__(self, msg: str, *, token: str, message_index: int | None = None, template: str | None = None):
+        super().__init__(msg, message_index=message_index, template=template)
+        self.token = token
 
 
 class TemplateNotFoundError(LabelmaskError, LookupError):
@@ -112,3 +128,10 @@ class TruncationError(LabelmaskError, ValueError):
 class NoEndOfTurnWarning(UserWarning):
     """The chat template writes no end-of-turn token after assistant replies (LLaVA-1.5's), so a model
     trained on its samples never learns to stop; ``add_eos=True`` writes and trains the tokenizer's EOS."""
+
+
+class MaskCheckError(LabelmaskError, RuntimeError):
+    """The fail-closed check found trained tokens that are not exactly the text to train.
+
+    Raised instead of returning the sample (``check=False`` skips the check); see docs/how-it-works.md.
+    """

@@ -1,0 +1,475 @@
+"""Reliability on the main path: control tokens in message text, and the fail-closed check.
+
+Control tokens. A message's text may contain the template's own control-token
+strings (``<|im_end|>\\n<|im_start|>assistant\\n``): a forged turn. Spans come from
+the template's structure, never from searching the text, so such tokens are never
+trained whatever happens here; what ``control_tokens=`` decides is their ids:
+
+* ``"keep"``: as the stock template and tokenizer give them (``apply_chat_template``
+  parses special-token strings in any text as control tokens);
+* ``"escape"``: each occurrence written by a message is tokenized as plain text (the
+  tokenizer's ids for that string with special-token matching off, on its own),
+  every other token exactly as the stock tokenization gives it;
+* ``"raise"``: :class:`~labelmask.errors.ControlTokenError` naming the message and token.
+
+A control token is a special token of the tokenizer (an added token flagged
+``special``, or one of ``all_special_tokens``), found in the conversation's strings
+by one regular expression built as a trie of those strings.
+
+The fail-closed check. After the policy has decided, :func:`check_labels` verifies
+the result from the tokenizer's own view of each trained run of tokens (its offsets
+and its decoder) rather than from the alignment that produced it: every run of
+trained tokens lies inside one trained message's generated region, touching no
+other message's text, no template text outside the region and no untrained part;
+it decodes back to the text it covers; and every character the policy trains is
+covered by a trained token (or by a token the straddle rule dropped because it also
+covers text that must not be trained). Cost: two offset look-ups and one decode per
+run (about one run per trained message), and a few numpy operations over segments.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+import weakref
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from labelmask._encode import Encoded
+from labelmask._parts import Part
+from labelmask.errors import ControlTokenError, MaskCheckError
+
+__all__ = [
+    "CHECK_MODES",
+    "CONTROL_TOKEN_MODES",
+    "check_labels",
+    "control_tokens_in",
+    "escape_control_tokens",
+    "escape_if_injected",
+    "find_control_tokens",
+    "special_tokens",
+]
+
+CONTROL_TOKEN_MODES = ("keep", "escape", "raise")
+CHECK_MODES = ("fast", "full", "off")
+
+_TEXT_PARTS = (int(Part.CONTENT), int(Part.REASONING))
+_TOOL_CALLS = int(Part.TOOL_CALLS)
+_HEADER = int(Part.HEADER)
+
+
+class _Specials:
+    """A tokenizer's special-token strings, their ids, and a regex finding them."""
+
+    def __init__(self, processor: Any):
+        strings = {t.content for t in processor.added_tokens_decoder.values() if t.special and t.content}
+        strings |= {t for t in processor.all_special_tokens if t}
+        self.strings = frozenset(strings)
+        # Sorted, so the pattern (and what it finds first) does not depend on the hash seed.
+        self.pattern = re.compile(_trie_regex(sorted(strings))) if strings else None
+        ids = processor.convert_tokens_to_ids(sorted(strings)) if strings else []
+        self.ids = np.unique(np.array([i for i in ids if isinstance(i, int) and i >= 0], dtype=np.int64))
+
+
+def _trie_regex(strings: list[str]) -> str:
+    """One regex matching any of ``strings``, leftmost-longest, as a trie (fast on long lists)."""
+    trie: dict = {}
+    for s in strings:
+        node = trie
+        for ch in s:
+            node = node.setdefault(ch, {})
+        node[""] = None
+
+    def build(node: dict) -> str:
+        end = "" in node
+        alternatives = [re.escape(ch) + build(child) for ch, child in sorted(node.items()) if ch]
+        if not alternatives:
+            return ""
+        body = alternatives[0] if len(alternatives) == 1 else "(?:" + "|".join(alternatives) + ")"
+        if end:
+            return "(?:" + body + ")?"
+        return body
+
+    return build(trie)
+
+
+_cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def special_tokens(processor: Any) -> _Specials:
+    """The :class:`_Specials` of ``processor``, read once per tokenizer object (as ``_derive`` reads them):
+    asking a large vocabulary for its size or added tokens costs a millisecond (Gemma 3)."""
+    try:
+        return _cache[processor]
+    except (KeyError, TypeError):
+        pass
+    specials = _Specials(processor)
+    try:
+        _cache[processor] = specials
+    except TypeError:
+        pass
+    return specials
+
+
+def _strings(value: Any):
+    if type(value) is str:
+        yield value
+    elif isinstance(value, Mapping):
+        for v in value.values():
+            yield from _strings(v)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _strings(v)
+
+
+def find_control_tokens(messages: list[dict], tools: list | None, specials: _Specials) -> list[tuple[int | None, str]]:
+    """Every control-token string in the conversation's text, as ``(message index, token)``
+    (``None`` for the tools), in order."""
+    pattern = specials.pattern
+    if pattern is None:
+        return []
+    found: list[tuple[int | None, str]] = []
+    search = pattern.search
+    for i, message in enumerate(messages):
+        for key, value in message.items():
+            if type(value) is str:
+                if key != "role" and search(value):
+                    found.extend((i, token) for token in pattern.findall(value))
+                continue
+            for s in _strings(value):
+                if search(s):
+                    found.extend((i, token) for token in pattern.findall(s))
+    if tools:
+        for s in _strings(tools):
+            if search(s):
+                found.extend((None, token) for token in pattern.findall(s))
+    return found
+
+
+def raise_control_token(found: list[tuple[int | None, str]], messages: list, name: str) -> None:
+    index, token = found[0]
+    where = "The tools contain" if index is None else f"Message {index} ({messages[index].get('role')}) contains"
+    msg = (
+        f"{where} the control token {token!r} of the tokenizer, as text "
+        f"({len(found)} occurrence(s) in the conversation; template {name!r}). Written into a prompt, it is parsed "
+        "as a real control token and can forge a turn. Remove it from the data, or pass "
+        "control_tokens='escape' (tokenize it as plain text) or control_tokens='keep' (stock ids, never trained)."
+    )
+    raise ControlTokenError(msg, message_index=index, template=name, token=token)
+
+
+def control_tokens_in(processor: Any, conversation: Any, mode: str, name: str) -> list[tuple[int | None, str]]:
+    """The control tokens in ``conversation``'s text; raises for ``mode="raise"`` if there are any."""
+    found = find_control_tokens(conversation.messages, conversation.tools, special_tokens(processor))
+    if found and mode == "raise":
+        raise_control_token(found, conversation.messages, name)
+    return found
+
+
+def escape_if_injected(
+    processor: Any, backend: Any, rendered: Any, encoded: Encoded, annotated: Any, name: str
+) -> Encoded:
+    """``encoded`` with the control tokens that messages wrote tokenized as plain text."""
+    if annotated is None:
+        msg = (
+            f"control_tokens='escape' needs an annotated template to tell the control tokens a message wrote from "
+            f"those the template wrote, and {name!r} has none. Use control_tokens='keep' (never trained) or "
+            "'raise', or register an annotation."
+        )
+        raise ControlTokenError(msg, template=name, token="")
+    spans = injected_spans(rendered, encoded, special_tokens(processor), annotated.source)
+    return escape_control_tokens(backend, rendered.text, spans) if spans else encoded
+
+
+# Private copies of backends with special-token matching off, by id of the original (kept alive alongside).
+_plain_backends: dict[int, tuple[Any, Any]] = {}
+
+
+def _plain_backend(backend: Any) -> Any:
+    entry = _plain_backends.get(id(backend))
+    if entry is not None and entry[0] is backend:
+        return entry[1]
+    from tokenizers import Tokenizer
+
+    plain = Tokenizer.from_str(backend.to_str())
+    plain.encode_special_tokens = True
+    plain.no_truncation()
+    plain.no_padding()
+    if len(_plain_backends) >= 8:
+        _plain_backends.pop(next(iter(_plain_backends)))
+    _plain_backends[id(backend)] = (backend, plain)
+    return plain
+
+
+class _JoinedEncoding:
+    """The parts of ``tokenizers.Encoding`` the align stage reads, over ids and offsets joined from pieces."""
+
+    def __init__(self, offsets: np.ndarray):
+        self._offsets = offsets
+        self._starts = offsets[:, 0]
+        self._ends = offsets[:, 1]
+
+    @property
+    def offsets(self) -> list[tuple[int, int]]:
+        return [tuple(pair) for pair in self._offsets.tolist()]
+
+    def char_to_token(self, pos: int) -> int | None:
+        t = int(np.searchsorted(self._ends, pos, side="right"))
+        return t if t < len(self._ends) and self._starts[t] <= pos else None
+
+    def token_to_chars(self, token: int) -> tuple[int, int]:
+        a, b = self._offsets[token].tolist()
+        return a, b
+
+
+def injected_spans(rendered: Any, encoded: Encoded, specials: _Specials, template_source: str) -> list[tuple[int, int]]:
+    """Character spans of the special tokens that a message's text wrote (not the template).
+
+    A special token inside a content or reasoning span came from the message; inside a
+    tool-call span, unless the annotated template writes that string itself (Mistral's
+    ``[TOOL_CALLS]``).
+    """
+    positions = np.flatnonzero(np.isin(encoded.ids, specials.ids))
+    spans = []
+    seg_start = rendered.seg_start
+    for t in positions.tolist():
+        a, b = encoded.encoding.token_to_chars(t)
+        k = int(np.searchsorted(seg_start, a, side="right")) - 1
+        if b > seg_start[k + 1] or rendered.seg_message[k] < 0:
+            continue
+        part = int(rendered.seg_part[k])
+        if part in _TEXT_PARTS or (part == _TOOL_CALLS and rendered.text[a:b] not in template_source):
+            spans.append((a, b))
+    return spans
+
+
+def escape_control_tokens(backend: Any, text: str, spans: list[tuple[int, int]]) -> Encoded:
+    """Tokenize ``text`` with each of ``spans`` (control-token strings written by messages) as plain text.
+
+    The text between them is tokenized as the stock tokenization does (the tokenizer
+    splits its input at every added token, so each piece is independent): the piece
+    after an occurrence is encoded with that occurrence in front, as a special token,
+    and its tokens are kept, so position-dependent rules (a SentencePiece prefix space
+    only at the start of the text) apply as in the whole text.
+    """
+    plain = _plain_backend(backend)
+    ids: list[np.ndarray] = []
+    offsets: list[np.ndarray] = []
+
+    def add(encoding: Any, shift: int, drop_before: int = 0) -> None:
+        offs = np.array(encoding.offsets, dtype=np.int64).reshape(-1, 2)
+        keep = offs[:, 0] >= drop_before
+        ids.append(np.asarray(encoding.ids, dtype=np.int64)[keep])
+        offsets.append(offs[keep] + shift)
+
+    first = spans[0][0]
+    if first:
+        (enc,) = backend.encode_batch([text[:first]], add_special_tokens=False)
+        add(enc, 0)
+    for k, (a, b) in enumerate(spans):
+        (enc,) = plain.encode_batch([text[a:b]], add_special_tokens=False)
+        add(enc, a)
+        stop = spans[k + 1][0] if k + 1 < len(spans) else len(text)
+        if stop > b:
+            (enc,) = backend.encode_batch([text[a:stop]], add_special_tokens=False)
+            add(enc, a, drop_before=b - a)
+    all_offsets = np.concatenate(offsets)
+    return Encoded(ids=np.concatenate(ids), encoding=_JoinedEncoding(all_offsets), n_chars=len(text))
+
+
+def _tiled_end(encoded: Encoded, last: int) -> int:
+    """Where the text of token ``last`` ends once the characters no token claims (a combining accent
+    a normalizer composed into the character before it) are given to the token before them."""
+    nxt = int(last) + 1
+    return encoded.encoding.token_to_chars(nxt)[0] if nxt < len(encoded.ids) else encoded.n_chars
+
+
+def _normal(s: str) -> str:
+    # Decoders differ in what they give back for the same text: a SentencePiece decoder strips the
+    # leading space and writes U+2581 as a space; a normalizer may compose characters (NFC).
+    return "".join(unicodedata.normalize("NFKC", s).replace("\u2581", " ").split())
+
+
+def _decodes_to(decoded: str, expected: str) -> bool:
+    if decoded == expected:
+        return True
+    a, b = _normal(decoded), _normal(expected)
+    if a == b:
+        return True
+    if "\ufffd" in decoded and "\ufffd" not in expected:
+        # A run that starts or ends inside a character's bytes decodes that character to U+FFFD.
+        a = _normal(decoded.strip("\ufffd"))
+        return a in (b, _normal(expected[1:]), _normal(expected[:-1]), _normal(expected[1:-1]))
+    return False
+
+
+def check_labels(
+    rendered: Any,
+    encoded: Encoded,
+    aligned: Any,
+    trained: np.ndarray,
+    message_ok: np.ndarray,
+    policy: Any,
+    backend: Any,
+    name: str,
+    full: bool = True,
+) -> None:
+    """Fail closed: raise :class:`MaskCheckError` unless the trained tokens are exactly the trained text.
+
+    Args:
+        rendered, encoded, aligned: The stages' outputs for the sample.
+        trained: ``bool[n_tokens]``, the policy's decision.
+        message_ok: ``bool[n_messages + 1]``, which messages the policy trains.
+        full: Also decode every run and check that every trained character is covered
+            (``check="full"``); otherwise only where each run lies (``check="fast"``).
+    """
+    seg_start = rendered.seg_start
+    seg_message = rendered.seg_message
+    seg_part = rendered.seg_part.astype(np.int64)
+    n_seg = len(seg_message)
+    if n_seg == 0:
+        if trained.any():
+            _fail(name, None, "tokens are trained in a render with no message")
+        return
+    _, part_ok = policy._tables
+    seg_trained = message_ok[seg_message] & aligned.seg_generated & part_ok[seg_part]
+    idx = np.flatnonzero(trained)
+    if len(idx):
+        owner = aligned.token_message[idx]
+        breaks = np.flatnonzero((np.diff(idx) != 1) | (np.diff(owner) != 0)) + 1
+        run_first = idx[np.concatenate(([0], breaks))]
+        run_last = idx[np.concatenate((breaks - 1, [len(idx) - 1]))]
+        run_message = owner[np.concatenate(([0], breaks))]
+    else:
+        run_first = run_last = run_message = idx
+    token_to_chars = encoded.encoding.token_to_chars
+    run_start = np.array([token_to_chars(t)[0] for t in run_first.tolist()], dtype=np.int64)
+    run_end = np.array([token_to_chars(t)[1] for t in run_last.tolist()], dtype=np.int64)
+    text = rendered.text
+
+    # 1. Each run lies in one trained message's region: segments k0..k1 all trained segments of
+    #    that message (one code per segment: its message where trained, -2 where not), except that
+    #    a run may start in its own header with one token running on into the reply (straddle).
+    if len(run_first):
+        code = np.where(seg_trained, seg_message, -2)
+        change = np.zeros(n_seg + 1, dtype=np.int64)
+        np.cumsum(code[1:] != code[:-1], out=change[2:])
+        k0 = np.searchsorted(seg_start, run_start, side="right") - 1
+        k1 = np.searchsorted(seg_start, np.maximum(run_end - 1, run_start), side="right") - 1
+        for r in np.flatnonzero(code[k0] != run_message).tolist():
+            k = int(k0[r])
+            straddles = (
+                policy.straddle == "train"
+                and seg_part[k] == _HEADER
+                and seg_message[k] == run_message[r]
+                and k1[r] > k
+                and token_to_chars(int(run_first[r]))[1] > seg_start[k + 1]
+            )
+            if straddles:
+                k0[r] = k + 1
+        wrong = (code[k0] != run_message) | (change[k1 + 1] != change[k0 + 1]) | (run_end <= run_start)
+        if wrong.any():
+            r = int(np.flatnonzero(wrong)[0])
+            a, b = int(run_start[r]), int(run_end[r])
+            m = int(run_message[r])
+            _fail(name, m, f"trained tokens cover {text[a:b]!r:.120} (characters {a}..{b}), outside a trained reply")
+
+    if not full:
+        return
+    header_ok = message_ok[seg_message] & (seg_part == _HEADER) & (policy.straddle == "train")
+    # 2. Each run decodes back to the text it covers.
+    ids = encoded.ids
+    for r in range(len(run_first)):
+        a, b = int(run_start[r]), int(run_end[r])
+        decoded = backend.decode(ids[run_first[r] : run_last[r] + 1].tolist(), skip_special_tokens=False)
+        if not _decodes_to(decoded, text[a:b]) and not _decodes_to(decoded, text[a : _tiled_end(encoded, run_last[r])]):
+            m = int(aligned.token_message[run_first[r]])
+            _fail(name, m, f"trained tokens decode to {decoded!r:.120} but cover {text[a:b]!r:.120}")
+
+    # 3. Every trained segment is covered, but where a token the policy dropped also covers blocked text.
+    segs = np.flatnonzero(seg_trained)
+    if not len(segs):
+        return
+    s_start, s_end = seg_start[segs], seg_start[segs + 1]
+    r = np.searchsorted(run_start, s_start, side="right") - 1
+    covered = (r >= 0) & (run_end[np.maximum(r, 0)] >= s_end) if len(run_start) else np.zeros(len(segs), bool)
+    for j in np.flatnonzero(~covered).tolist():
+        _check_uncovered(
+            int(segs[j]),
+            int(s_start[j]),
+            int(s_end[j]),
+            run_start,
+            run_end,
+            encoded,
+            trained,
+            seg_start,
+            seg_trained,
+            header_ok,
+            seg_message,
+            text,
+            name,
+        )
+
+
+def _check_uncovered(
+    k: int,
+    start: int,
+    end: int,
+    run_start: np.ndarray,
+    run_end: np.ndarray,
+    encoded: Encoded,
+    trained: np.ndarray,
+    seg_start: np.ndarray,
+    seg_trained: np.ndarray,
+    header_ok: np.ndarray,
+    seg_message: np.ndarray,
+    text: str,
+    name: str,
+) -> None:
+    """Characters ``start..end`` of trained segment ``k`` not inside one run: each must lie in a
+    trained token (a character no token claims belongs to the token before it), or in an
+    untrained token that also covers text the policy does not train."""
+    encoding = encoded.encoding
+    pos = start
+    while pos < end:
+        r = int(np.searchsorted(run_start, pos, side="right")) - 1
+        if r >= 0 and run_end[r] > pos:
+            pos = int(run_end[r])
+            continue
+        t = encoding.char_to_token(pos)
+        back = pos
+        while t is None and back > 0:
+            back -= 1
+            t = encoding.char_to_token(back)
+        if t is None:
+            _fail(name, int(seg_message[k]), f"character {pos} ({text[pos]!r}) is covered by no token")
+        a, b = encoding.token_to_chars(t)
+        if trained[t]:
+            # The token before an unclaimed character is trained: that character is its.
+            nxt = encoding.char_to_token(pos + 1) if pos + 1 < end else None
+            pos = pos + 1 if nxt is None or nxt == t else max(pos + 1, a)
+            continue
+        k0 = int(np.searchsorted(seg_start, a, side="right")) - 1
+        k1 = int(np.searchsorted(seg_start, max(b - 1, a), side="right")) - 1
+        covered = range(k0, k1 + 1)
+        if all(seg_trained[c] and seg_message[c] == seg_message[k] for c in covered) or (
+            all((seg_trained[c] or header_ok[c]) and seg_message[c] == seg_message[k] for c in covered)
+            and header_ok[k0]
+        ):
+            msg = f"token {t} ({text[a:b]!r:.60}) lies inside a trained reply but is not trained"
+            _fail(name, int(seg_message[k]), msg)
+        pos = max(pos + 1, b)
+
+
+def _fail(name: str, message_index: int | None, what: str) -> None:
+    where = f"message {message_index}" if message_index is not None and message_index >= 0 else "the sample"
+    msg = (
+        f"Fail-closed check, template {name!r}, {where}: {what}. labelmask refuses to return labels it cannot "
+        "verify. Either the tokenizer's ids do not spell the text its offsets point at (a normalizer that "
+        "lowercases or inserts text: use the model's own tokenizer.json), or this is a labelmask bug: report it "
+        "with this conversation. mask_dataset(on_error='drop') drops and counts such rows; check='off' skips "
+        "the check."
+    )
+    raise MaskCheckError(msg, message_index=message_index, template=name)
