@@ -41,3 +41,15 @@ class _Lazy(dict):
     def __missing__(self, name):
         self[name] = load_tokenizer(name)
         return self[name]
+
+
+@pytest.fixture
+def registry():
+    """Templates a test registers (register_template, --template, a docs sample) do not outlive it."""
+    from labelmask import _registry
+
+    saved = dict(_registry._REGISTERED)
+    yield
+    _registry._REGISTERED.clear()
+    _registry._REGISTERED.update(saved)
+    _registry._on_change()

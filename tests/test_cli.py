@@ -16,7 +16,7 @@ import sys
 import pytest
 
 import labelmask
-from labelmask import _registry, cli
+from labelmask import cli
 from labelmask._view import HTML_COLORS
 from labelmask.cli import main
 from tests.fixtures import HERE, load_tokenizer
@@ -56,13 +56,8 @@ def load_once(monkeypatch):
 
 
 @pytest.fixture(autouse=True)
-def registry():
-    """Templates registered by --template do not outlive the test."""
-    saved = dict(_registry._REGISTERED)
-    yield
-    _registry._REGISTERED.clear()
-    _registry._REGISTERED.update(saved)
-    _registry._on_change()
+def _restore_registry(registry):
+    """Templates registered by --template do not outlive the test (conftest's registry fixture)."""
 
 
 def run(capsys, *argv):

@@ -115,18 +115,6 @@ def assert_shows(page: Path, expected: str, output: str) -> None:
     assert missing == [], f"{page.name}: lines the page shows that the sample did not print"
 
 
-@pytest.fixture
-def registry():
-    """Templates a sample registers do not outlive it."""
-    from labelmask import _registry
-
-    saved = dict(_registry._REGISTERED)
-    yield
-    _registry._REGISTERED.clear()
-    _registry._REGISTERED.update(saved)
-    _registry._on_change()
-
-
 PYTHON = [(page, i) for page in PAGES for i, (lang, _) in enumerate(blocks(page)) if lang == "python"]
 
 

@@ -8,7 +8,6 @@ import pytest
 
 import labelmask
 import labelmask.testing
-from labelmask import _registry
 from tests.fixtures import HERE, load_tokenizer
 
 DOC = HERE.parent.parent / "docs" / "annotating.md"
@@ -26,13 +25,8 @@ GOOD = (
 
 
 @pytest.fixture(autouse=True)
-def registry():
-    """Registrations made by a test do not outlive it."""
-    saved = dict(_registry._REGISTERED)
-    yield
-    _registry._REGISTERED.clear()
-    _registry._REGISTERED.update(saved)
-    _registry._on_change()
+def _restore_registry(registry):
+    """Registrations made by a test do not outlive it (conftest's registry fixture)."""
 
 
 def documented_example() -> str:
