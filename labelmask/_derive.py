@@ -292,11 +292,11 @@ def _differential(
 
 
 def _segments(text: str, bounds: list, headers: dict, eots: dict, spans: list) -> Rendered:
-    starts = np.array([b[0] for b in bounds] + [len(text)], dtype=np.int64)
-    keep = starts[1:] > starts[:-1]  # drop empty segments
-    seg_start = np.append(starts[:-1][keep], len(text))
-    seg_message = np.array([b[1] for b in bounds], dtype=np.int32)[keep]
-    seg_part = np.array([b[2] for b in bounds], dtype=np.int8)[keep]
+    ends = [b[0] for b in bounds[1:]] + [len(text)]
+    kept = [(b, end) for b, end in zip(bounds, ends) if end > b[0]]  # drop empty segments
+    seg_start = [b[0] for b, _ in kept] + [len(text)]
+    seg_message = [b[1] for b, _ in kept]
+    seg_part = [b[2] for b, _ in kept]
     return Rendered(text, seg_start, seg_message, seg_part, headers, eots, tuple(spans))
 
 

@@ -16,6 +16,7 @@ it (LLaVA's separating space) stays outside the reply.
 
 from __future__ import annotations
 
+from itertools import accumulate
 from typing import NamedTuple
 
 import numpy as np
@@ -53,9 +54,9 @@ def apply_edits(rendered: Rendered, edits: list[Edit], *, name: str) -> Rendered
         return rendered
     text = rendered.text
     n_chars = len(text)
-    seg_start = rendered.seg_start.tolist()
-    seg_message = rendered.seg_message.tolist()
-    seg_part = rendered.seg_part.tolist()
+    seg_start = rendered.bounds
+    seg_message = rendered.messages
+    seg_part = rendered.parts
     pieces: list[str] = []
     lengths: list[int] = []
     messages: list[int] = []
@@ -129,9 +130,9 @@ def apply_edits(rendered: Rendered, edits: list[Edit], *, name: str) -> Rendered
             spans = [(k, o, a, e if (k == _TURN and o == m and b == s) else b) for k, o, a, b in spans]
     return Rendered(
         text="".join(pieces),
-        seg_start=np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)]).astype(np.int64),
-        seg_message=np.array(messages, dtype=rendered.seg_message.dtype),
-        seg_part=np.array(parts, dtype=rendered.seg_part.dtype),
+        bounds=[0, *accumulate(lengths)],
+        messages=[int(m) for m in messages],
+        parts=[int(p) for p in parts],
         headers=moved_pairs(rendered.headers),
         eots=eots,
         spans=tuple(spans) + tuple(added),

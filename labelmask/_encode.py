@@ -26,73 +26,27 @@ class Encoded:
     """Token ids and the tokenizer's alignment of tokens to characters.
 
     Attributes:
-        ids: ``int64[n_tokens]`` token ids.
+        id_list: The token ids, as the tokenizer returns them (a list).
         encoding: The ``tokenizers.Encoding``.
         n_chars: Length of the encoded text.
     """
 
-    ids: np.ndarray
+    id_list: list[int]
     encoding: Any
     n_chars: int
 
-    def boundary_tokens(self, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """First and last token touching each segment of the text.
-
-        Args:
-            starts: ``int64[n_segments + 1]``, where each segment starts, then the text length.
-
-        Returns:
-            ``(first, last)``, ``int64[n_segments]`` each. A character no token claims
-            (a normalizer composed ``e`` + U+0301 into one character, so the token
-            stops before the accent) belongs to the token before it.
-
-        Raises:
-            TokenizerError: the tokenizer maps characters to tokens out of order.
-        """
-        n_segments = len(starts) - 1
-        n_tokens = len(self.ids)
-        if n_segments == 0 or n_tokens == 0:
-            return np.zeros(n_segments, dtype=np.int64), np.full(n_segments, -1, dtype=np.int64)
-        char_to_token = self.encoding.char_to_token
-        token_to_chars = self.encoding.token_to_chars
-        bounds = starts.tolist()
-        firsts = []
-        lasts = []
-        in_order = True
-        for k in range(n_segments):
-            pos = bounds[k]
-            token = char_to_token(pos)
-            while token is None and pos > 0:
-                pos -= 1
-                token = char_to_token(pos)
-            # The first segment starts at character 0, which the first token covers.
-            token = 0 if token is None or k == 0 else token
-            if k:
-                # The previous segment's last token is the one before this segment's first,
-                # unless that token also covers the previous segment's last character.
-                last = token if token_to_chars(token)[0] < bounds[k] else token - 1
-                in_order = in_order and token >= firsts[-1] and last >= firsts[-1] - 1
-                lasts.append(last)
-            firsts.append(token)
-        lasts.append(n_tokens - 1)
-        if not (in_order and lasts[-1] >= firsts[-1] - 1):
-            msg = (
-                "The tokenizer maps characters to tokens out of order (degenerate offsets): labelmask cannot "
-                "tell which characters each token covers. Check the tokenizer's normalizer and "
-                "post-processor (trim_offsets), or report it."
-            )
-            raise TokenizerError(msg)
-        first = np.array(firsts, dtype=np.int64)
-        last = np.array(lasts, dtype=np.int64)
-        return first, last
+    @functools.cached_property
+    def ids(self) -> np.ndarray:
+        """``int64[n_tokens]`` token ids."""
+        return np.array(self.id_list, dtype=np.int64)
 
     @functools.cached_property
     def offsets(self) -> np.ndarray:
         """``int64[n_tokens, 2]`` character offsets, made to tile the text.
 
-        As in :meth:`boundary_tokens`, characters no token claims belong to the token before them.
+        As in :func:`labelmask._align.align`, characters no token claims belong to the token before them.
         """
-        n = len(self.ids)
+        n = len(self.id_list)
         offsets = np.fromiter(chain.from_iterable(self.encoding.offsets), dtype=np.int64, count=2 * n).reshape(-1, 2)
         idx = np.flatnonzero(offsets[:, 1] > offsets[:, 0])
         if len(idx):
@@ -144,10 +98,10 @@ def _untruncated_copy(serialized: str) -> Any:
 
 def encode(backend: Any, text: str, *, add_special_tokens: bool = False) -> Encoded:
     """Tokenize ``text``, by default without added special tokens (a processor may add its BOS)."""
-    # encode_batch, as transformers calls it: the same ids, and no slower than encode.
-    (encoding,) = backend.encode_batch([text], add_special_tokens=add_special_tokens)
-    ids = np.asarray(encoding.ids, dtype=np.int64)
-    return Encoded(ids=ids, encoding=encoding, n_chars=len(text))
+    # encode, not encode_batch([text]) as transformers calls it: the same encoding, without a
+    # round trip through the thread pool (an eighth of a short conversation's encoding time).
+    encoding = backend.encode(text, add_special_tokens=add_special_tokens)
+    return Encoded(id_list=encoding.ids, encoding=encoding, n_chars=len(text))
 
 
 def encode_batch(backend: Any, texts: list[str]) -> list[Encoded]:
@@ -157,6 +111,6 @@ def encode_batch(backend: Any, texts: list[str]) -> list[Encoded]:
     """
     encodings = backend.encode_batch(texts, add_special_tokens=False)
     return [
-        Encoded(ids=np.asarray(encoding.ids, dtype=np.int64), encoding=encoding, n_chars=len(text))
+        Encoded(id_list=encoding.ids, encoding=encoding, n_chars=len(text))
         for text, encoding in zip(texts, encodings)
     ]

@@ -276,7 +276,7 @@ def escape_control_tokens(backend: Any, text: str, spans: list[tuple[int, int]])
             (enc,) = backend.encode_batch([text[a:stop]], add_special_tokens=False)
             add(enc, a, drop_before=b - a)
     all_offsets = np.concatenate(offsets)
-    return Encoded(ids=np.concatenate(ids), encoding=_JoinedEncoding(all_offsets), n_chars=len(text))
+    return Encoded(id_list=np.concatenate(ids).tolist(), encoding=_JoinedEncoding(all_offsets), n_chars=len(text))
 
 
 def _tiled_end(encoded: Encoded, last: int) -> int:
@@ -310,7 +310,7 @@ def check_labels(
     encoded: Encoded,
     aligned: Any,
     trained: np.ndarray,
-    message_ok: np.ndarray,
+    message_ok: list[bool],
     policy: Any,
     backend: Any,
     name: str,
@@ -334,6 +334,7 @@ def check_labels(
             _fail(name, None, "tokens are trained in a render with no message")
         return
     _, part_ok = policy._tables
+    message_ok = np.asarray(message_ok, dtype=bool)
     seg_trained = message_ok[seg_message] & aligned.seg_generated & part_ok[seg_part]
     idx = np.flatnonzero(trained)
     if len(idx):

@@ -13,14 +13,15 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from labelmask._align import align
+from labelmask._align import align, first_tokens, generated_segments
 from labelmask._derive import derive
 from labelmask._edit import apply_edits, eos_edits
 from labelmask._encode import Encoded, backend_of, encode
 from labelmask._guard import CHECK_MODES, CONTROL_TOKEN_MODES, check_labels, control_tokens_in, escape_if_injected
+from labelmask._guard import _fail as fail_check
 from labelmask._messages import normalize_conversation, plain_kwargs
 from labelmask._parts import Part, Role
-from labelmask._policy import IGNORE_INDEX, Policy, apply_policy, trained_messages
+from labelmask._policy import IGNORE_INDEX, Policy, apply_policy, label_runs, plan_runs, trained_messages
 from labelmask._registry import AnnotatedTemplate, find_template, get_template, template_hash
 from labelmask._render import Span, compile_template, named_spans, render_annotated, render_stock
 from labelmask._vision import (
@@ -140,7 +141,7 @@ class MaskedConversation(Mapping):
 
     def subset(self, keep: np.ndarray) -> MaskedConversation:
         """The same sample restricted to the token positions ``keep`` (sorted); used by truncation."""
-        arrays = {k: np.asarray(v)[keep] for k, v in self._arrays.items()}
+        arrays = {k: np.asarray(self._array(k))[keep] for k in self._arrays}
         out = MaskedConversation(
             arrays,
             self._return_tensors,
@@ -154,6 +155,20 @@ class MaskedConversation(Mapping):
         out.report = dataclasses.replace(self.report, n_tokens=len(keep))
         return out
 
+    def _array(self, key: str) -> np.ndarray:
+        """The numpy array under ``key``, computed now if it was left for first use."""
+        value = self._arrays[key]
+        if callable(value):
+            value = self._arrays[key] = value()
+        elif type(value) is list:  # ids and labels come as lists (what return_tensors=None returns)
+            value = self._arrays[key] = np.array(value, dtype=np.int64)
+        return value
+
+    def _replace_array(self, key: str, array: np.ndarray) -> None:
+        """Set ``key`` to ``array`` (truncation and mask_turns relabel), dropping any converted copy."""
+        self._arrays[key] = array
+        self._converted.pop(key, None)
+
     @property
     def spans(self) -> tuple[Span, ...]:
         return named_spans(self._spans)
@@ -161,8 +176,12 @@ class MaskedConversation(Mapping):
     def __getitem__(self, key: str) -> Any:
         # Converted on first access: a caller that reads two keys does not pay for six.
         if key not in self._converted:
-            array = self._arrays[key] if key in self._arrays else self._extras[key]
-            self._converted[key] = _convert(array, self._return_tensors)
+            if key not in self._arrays:
+                self._converted[key] = _convert(self._extras[key], self._return_tensors)
+            elif self._return_tensors is None and type(self._arrays[key]) is list:
+                self._converted[key] = self._arrays[key]
+            else:
+                self._converted[key] = _convert(self._array(key), self._return_tensors)
         return self._converted[key]
 
     def __iter__(self) -> Iterator[str]:
@@ -397,7 +416,7 @@ def mask_conversation(
         processor_kwargs=processor_kwargs or {},
     )
     return _finish_step(
-        staged._replace(rendered=rendered),
+        staged._replace(rendered=rendered, runs=None),
         encoded,
         policy,
         return_tensors,
@@ -424,6 +443,8 @@ class _Staged(NamedTuple):
     annotated: Any = None  # the AnnotatedTemplate used, or None (derived spans)
     injected: tuple = ()  # (message index, control token) found in the text
     escape: bool = False  # encode injected control tokens as plain text
+    message_ok: list = []  # which messages the policy trains (_policy.trained_messages)
+    runs: Any = None  # _policy.Runs of the render, made before tokenizing; None: make them when finishing
 
 
 def _check_options(
@@ -499,7 +520,10 @@ def _render_step(
     injected = control_tokens_in(tokenizer, conversation, control_tokens, name)
     rendered, n_eos = _end_of_turn(rendered, conversation.roles, tokenizer, name, add_eos)
     escape = bool(injected) and control_tokens == "escape"
-    return _Staged(conversation, rendered, name, method, n_eos, annotated, tuple(injected), escape)
+    # What the policy trains is decided per run of text before tokenizing; the tokens only place it.
+    message_ok = trained_messages(policy, conversation.roles, conversation.train)
+    runs = plan_runs(rendered, generated_segments(rendered, conversation.roles), message_ok, policy)
+    return _Staged(conversation, rendered, name, method, n_eos, annotated, tuple(injected), escape, message_ok, runs)
 
 
 def _finish_step(
@@ -519,22 +543,31 @@ def _finish_step(
     conversation, rendered, name, method, n_eos = staged[:5]
     if staged.escape:
         encoded = escape_if_injected(tokenizer, backend, rendered, encoded, staged.annotated, name)
-    aligned = align(rendered, encoded, conversation.roles)
-    if vision:
-        aligned = _unowned(aligned, added_tokens(encoded))
-    message_ok = trained_messages(policy, conversation.roles, conversation.train)
-    decision = apply_policy(aligned, policy, message_ok)
-
+    roles = conversation.roles
+    unowned = added_tokens(encoded) if vision else ()
+    message_ok = staged.message_ok
+    runs = staged.runs
+    if runs is None:
+        runs = plan_runs(rendered, generated_segments(rendered, roles), message_ok, policy)
+    firsts, straddles = first_tokens(encoded, runs.bounds)
+    ids = encoded.id_list
+    labels, n_straddle, n_dropped = label_runs(runs, firsts, straddles, ids, policy, unowned)
+    # Per-token provenance is made on first use (MaskedConversation._array): a trainer reads ids and labels.
+    provenance = _Provenance(rendered, encoded, roles, unowned)
     if check != "off":
-        check_labels(rendered, encoded, aligned, decision.trained, message_ok, policy, backend, name, check == "full")
-    n_trained = int(decision.trained.sum())
+        aligned = provenance.aligned
+        trained = apply_policy(aligned, policy, message_ok).trained
+        if not np.array_equal(trained, np.asarray(labels) != IGNORE_INDEX):
+            fail_check(name, None, "the labels decided per run of text differ from those decided per segment")
+        check_labels(rendered, encoded, aligned, trained, message_ok, policy, backend, name, check == "full")
+    n_trained = len(labels) - labels.count(IGNORE_INDEX)
     report = MaskReport(
         template=name,
         method=method,
-        n_tokens=len(encoded.ids),
+        n_tokens=len(ids),
         n_trained=n_trained,
-        n_straddle=decision.n_straddle,
-        n_boundary_dropped=decision.n_boundary_dropped,
+        n_straddle=n_straddle,
+        n_boundary_dropped=n_dropped,
         n_images=n_images,
         n_eos_added=n_eos,
         n_control_tokens=len(staged.injected),
@@ -553,20 +586,16 @@ def _finish_step(
             "and count it yourself."
         )
         raise NothingToTrainError(msg, template=name)
-    labels = np.where(decision.trained, encoded.ids, IGNORE_INDEX)
-    if conversation.weights is None:
-        loss_weights = decision.trained.astype(np.float32)
-    else:
-        weight_of = np.append(np.asarray(conversation.weights, dtype=np.float32), np.float32(0))
-        loss_weights = np.where(decision.trained, weight_of[aligned.token_message], np.float32(0))
+    n_tokens = len(ids)
+    weights = conversation.weights
     arrays = {
-        "input_ids": encoded.ids,
-        "attention_mask": np.ones(len(encoded.ids), dtype=np.int64),
+        "input_ids": ids,
+        "attention_mask": lambda: np.ones(n_tokens, dtype=np.int64),
         "labels": labels,
-        "loss_weights": loss_weights,
-        "message_index": aligned.token_message.astype(np.int64),
-        "role": aligned.token_role.astype(np.int64),
-        "part": aligned.token_part.astype(np.int64),
+        "loss_weights": lambda: provenance.loss_weights(labels, weights),
+        "message_index": lambda: provenance.aligned.token_message.astype(np.int64),
+        "role": lambda: provenance.aligned.token_role.astype(np.int64),
+        "part": lambda: provenance.aligned.token_part.astype(np.int64),
         **(per_token or {}),
     }
     return MaskedConversation(
@@ -611,17 +640,26 @@ def _end_of_turn(rendered: Any, roles: tuple[int, ...], tokenizer: Any, name: st
     return apply_edits(rendered, edits, name=name), len(edits)
 
 
-def _unowned(aligned: Any, tokens: np.ndarray) -> Any:
-    """``aligned`` with ``tokens`` (added by the tokenizer, covering no text) owned by nothing, never trained."""
-    if not len(tokens):
-        return aligned
-    first, last = aligned.first_seg.copy(), aligned.last_seg.copy()
-    first[tokens], last[tokens] = 0, -1  # covers no segment
-    message, role, part = aligned.token_message.copy(), aligned.token_role.copy(), aligned.token_part.copy()
-    message[tokens], role[tokens], part[tokens] = -1, int(Role.NONE), int(Part.NONE)
-    return dataclasses.replace(
-        aligned, first_seg=first, last_seg=last, token_message=message, token_role=role, token_part=part
-    )
+class _Provenance:
+    """Which message, role and part each token comes from: the full alignment, made on first use."""
+
+    def __init__(self, rendered: Any, encoded: Encoded, roles: tuple[int, ...], unowned: Any) -> None:
+        self._args = (rendered, encoded, roles, unowned if len(unowned) else None)
+        self._aligned: Any = None
+
+    @property
+    def aligned(self) -> Any:
+        if self._aligned is None:
+            self._aligned = align(*self._args)
+        return self._aligned
+
+    def loss_weights(self, labels: list[int], weights: tuple[float, ...] | None) -> np.ndarray:
+        """``float32[n_tokens]``: each trained token's message weight (1.0 without weights), 0.0 elsewhere."""
+        trained = np.asarray(labels) != IGNORE_INDEX
+        if weights is None:
+            return trained.astype(np.float32)
+        weight_of = np.append(np.asarray(weights, dtype=np.float32), np.float32(0))
+        return np.where(trained, weight_of[self.aligned.token_message], np.float32(0))
 
 
 def _render_annotated(

@@ -28,14 +28,15 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 
 from labelmask._align import Aligned
 from labelmask._parts import ROLE_ALIASES, Part, Role
+from labelmask._render import Rendered
 
-__all__ = ["IGNORE_INDEX", "Policy", "Trained", "apply_policy", "trained_messages"]
+__all__ = ["IGNORE_INDEX", "Policy", "Runs", "Trained", "apply_policy", "label_runs", "plan_runs", "trained_messages"]
 
 IGNORE_INDEX = -100
 """The label of a token that gets no loss (PyTorch's ``CrossEntropyLoss`` default)."""
@@ -111,6 +112,12 @@ class Policy:
         part_ok[off] = False
         return role_ok, part_ok
 
+    @functools.cached_property
+    def _lists(self) -> tuple[list[bool], list[bool]]:
+        # The same tables as Python lists, for per-message and per-segment lookups.
+        role_ok, part_ok = self._tables
+        return role_ok.tolist(), part_ok.tolist()
+
 
 @dataclasses.dataclass(frozen=True)
 class Trained:
@@ -129,65 +136,154 @@ class Trained:
 
 
 _BLOCKED, _TRAINED, _HEADER = 0, 1, 2
+_HEADER_PART = int(Part.HEADER)
 
 
-def trained_messages(policy: Policy, roles: tuple[int, ...], train: tuple[bool | None, ...] | None) -> np.ndarray:
-    """``bool[n_messages + 1]``: which messages ``policy`` trains; the last row, for
-    text outside every message (message -1), is False.
+def trained_messages(policy: Policy, roles: tuple[int, ...], train: tuple[bool | None, ...] | None) -> list[bool]:
+    """``n_messages + 1`` flags: which messages ``policy`` trains; the last, for text
+    outside every message (message -1), is False.
 
     Args:
         roles: :class:`Role` code of each message.
         train: Each message's ``"train"`` flag, ``None`` where it carries none (or
             ``None`` for no flags at all).
     """
-    role_table, _ = policy._tables
-    # Python lists: a conversation has few messages, and each numpy call costs microseconds.
-    trained = role_table.tolist()
-    ok = [trained[role + 1] for role in roles]
+    role_table, _ = policy._lists
+    ok = [role_table[role + 1] for role in roles]
     if policy.last_turn_only:
         last = max((i for i, flag in enumerate(ok) if flag), default=-1)
         ok = [i == last for i in range(len(ok))]
     if train is not None:
         ok = [flag if flag is not None else was for flag, was in zip(train, ok)]
-    return np.array([*ok, False], dtype=bool)
+    ok.append(False)
+    return ok
 
 
-def apply_policy(aligned: Aligned, policy: Policy, message_ok: np.ndarray) -> Trained:
-    """Decide, token by token, what ``policy`` trains.
+def _straddle(covered: list[int], same_message: bool, drop_straddle: bool) -> tuple[bool, bool, bool]:
+    """``(trained, covers_header, covers_trained)`` of a token over segments of classes ``covered``.
+
+    It is trained when it covers trained text and no blocked text; a header only in a token
+    that runs from a message's header into that same message's reply (``same_message``: its
+    first and last segment belong to one message), never from a reply into the next turn's header.
+    """
+    covers_trained = _TRAINED in covered
+    covers_header = _HEADER in covered
+    ok = covers_trained and _BLOCKED not in covered and not (covers_header and (drop_straddle or not same_message))
+    return ok, covers_header, covers_trained
+
+
+def apply_policy(aligned: Aligned, policy: Policy, message_ok: list[bool]) -> Trained:
+    """Decide, token by token, what ``policy`` trains (per segment; :func:`label_runs` is the same, faster).
 
     Args:
         message_ok: Which messages are trained, from :func:`trained_messages`.
     """
-    _, part_table = policy._tables
-    role_ok = message_ok[aligned.seg_message]
-    seg_class = np.where(
-        role_ok & aligned.seg_generated & part_table[aligned.seg_part],
-        _TRAINED,
-        np.where(role_ok & (aligned.seg_part == int(Part.HEADER)), _HEADER, _BLOCKED),
-    )
+    _, part_ok = policy._lists
+    # Per segment, in Python (a few dozen; cheaper than a numpy call each), then spread over tokens.
+    messages, generated, parts = aligned.messages, aligned.generated, aligned.parts
+    seg_trained = [message_ok[m] and g and part_ok[p] for m, g, p in zip(messages, generated, parts)]
+    trained = aligned.per_token(seg_trained, False, bool)
     # A token inside one segment is trained when that segment is. Tokens over several segments
     # (a header's end merged with a reply's start, a reply's trailing space with the next header)
     # are few; each is decided from the classes it covers, as Aligned.touches would.
-    first, last = aligned.first_seg, aligned.last_seg
-    trained = seg_class[last] == _TRAINED
     n_straddle = n_dropped = 0
-    several = np.flatnonzero(first != last)
-    if len(several):
-        classes = seg_class.tolist()
-        message = aligned.seg_message.tolist()
+    if aligned.straddles:
+        classes = [
+            _TRAINED if ok else _HEADER if message_ok[m] and p == _HEADER_PART else _BLOCKED
+            for ok, m, p in zip(seg_trained, messages, parts)
+        ]
         drop_straddle = policy.straddle != "train"
-        for token, start, stop in zip(several.tolist(), first[several].tolist(), last[several].tolist()):
-            covered = classes[start : stop + 1]  # empty for a token that covers no character
-            covers_trained = _TRAINED in covered
-            covers_header = _HEADER in covered
-            # A header is tolerated only in a token that runs from a message's header into that
-            # same message's reply, never from a reply into the next turn's header.
-            ok = (
-                covers_trained
-                and _BLOCKED not in covered
-                and not (covers_header and (drop_straddle or message[start] != message[stop]))
-            )
+        for token, start, stop in aligned.straddles:
+            same = messages[start] == messages[stop]
+            ok, covers_header, covers_trained = _straddle(classes[start : stop + 1], same, drop_straddle)
             trained[token] = ok
             n_straddle += ok and covers_header
             n_dropped += covers_trained and not ok
     return Trained(trained=trained, n_straddle=n_straddle, n_boundary_dropped=n_dropped)
+
+
+class Runs(NamedTuple):
+    """The rendered text cut into runs that the policy treats alike, for :func:`label_runs`.
+
+    Consecutive segments merge when they have the same class (trained, tolerated
+    header, blocked) and, unless blocked, the same message: a token is decided by
+    the classes it covers and the messages of its first and last segment, which
+    the runs keep. A conversation has a third as many runs as segments.
+
+    Attributes:
+        bounds: Where each run starts, then the text's length.
+        classes: The class of each run.
+        messages: The message of each run (for a blocked run, of its first segment).
+    """
+
+    bounds: list[int]
+    classes: list[int]
+    messages: list[int]
+
+
+def plan_runs(rendered: Rendered, generated: list[bool], message_ok: list[bool], policy: Policy) -> Runs:
+    """The :class:`Runs` of ``rendered`` under ``policy`` (before tokenizing: they need no tokens).
+
+    Args:
+        generated: Per segment, from :func:`labelmask._align.generated_segments`.
+        message_ok: Which messages are trained, from :func:`trained_messages`.
+    """
+    _, part_ok = policy._lists
+    seg_start = rendered.bounds
+    bounds: list[int] = []
+    classes: list[int] = []
+    owners: list[int] = []
+    last = None
+    for k, (m, g, p) in enumerate(zip(rendered.messages, generated, rendered.parts)):
+        if message_ok[m]:
+            c = _TRAINED if g and part_ok[p] else _HEADER if p == _HEADER_PART else _BLOCKED
+        else:
+            c = _BLOCKED
+        key = -1 if c == _BLOCKED else 4 * m + c  # message >= 0 here: text outside messages is blocked
+        if key != last:
+            bounds.append(seg_start[k])
+            classes.append(c)
+            owners.append(m)
+            last = key
+    bounds.append(seg_start[-1])
+    return Runs(bounds, classes, owners)
+
+
+def label_runs(
+    runs: Runs,
+    firsts: list[int],
+    straddles: dict[int, list[int]],
+    ids: list[int],
+    policy: Policy,
+    unowned: Any = (),
+) -> tuple[list[int], int, int]:
+    """Labels under the policy: ``ids`` with ``IGNORE_INDEX`` wherever no loss.
+
+    Args:
+        firsts, straddles: From :func:`labelmask._align.first_tokens` over ``runs.bounds``.
+        unowned: Tokens that belong to no message (never trained).
+
+    Returns:
+        ``(labels, n_straddle, n_boundary_dropped)``, as :class:`Trained` counts them.
+    """
+    labels = list(ids)
+    classes = runs.classes
+    # Tokens ending in a run take its class; whole runs are cut out by slice, no per-token work.
+    for k, c in enumerate(classes):
+        if c != _TRAINED:
+            a, b = firsts[k], firsts[k + 1]
+            if b > a:
+                labels[a:b] = [IGNORE_INDEX] * (b - a)
+    n_straddle = n_dropped = 0
+    if straddles:
+        messages = runs.messages
+        drop_straddle = policy.straddle != "train"
+        for token, (start, stop) in straddles.items():
+            same = messages[start] == messages[stop]
+            ok, covers_header, covers_trained = _straddle(classes[start : stop + 1], same, drop_straddle)
+            labels[token] = ids[token] if ok else IGNORE_INDEX
+            n_straddle += ok and covers_header
+            n_dropped += covers_trained and not ok
+    for token in unowned:
+        labels[token] = IGNORE_INDEX
+    return labels, n_straddle, n_dropped

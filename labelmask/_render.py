@@ -29,6 +29,7 @@ import dataclasses
 import json
 import re
 from datetime import datetime
+import functools
 from functools import lru_cache
 from itertools import accumulate
 from typing import Any, NamedTuple
@@ -75,17 +76,21 @@ class Span(NamedTuple):
     end: int
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class Rendered:
     """The rendered text and where each message's parts are in it.
 
+    Segments are the non-empty runs of text between span markers; they tile the
+    text, and each lies wholly inside one part of one message. The segment table is
+    kept as Python lists (a conversation has a few dozen segments, and the stages
+    after this one walk them in Python); ``seg_start``, ``seg_message`` and
+    ``seg_part`` are the same as numpy arrays, made on first use.
+
     Attributes:
         text: The rendered conversation, identical to the stock template's render.
-        seg_start: ``int64[n_segments + 1]``, where each segment starts, then ``len(text)``.
-            Segments are the non-empty runs of text between span markers; they
-            tile the text, and each lies wholly inside one part of one message.
-        seg_message: ``int32[n_segments]``, the message of each segment, -1 for none.
-        seg_part: ``int8[n_segments]``, the :class:`Part` of each segment.
+        bounds: ``n_segments + 1`` ints, where each segment starts, then ``len(text)``.
+        messages: The message of each segment, -1 for none.
+        parts: The :class:`Part` of each segment.
         headers: ``{message index: (start, end)}`` of each message's header span (the last one if several).
         eots: ``{message index: (start, end)}`` of each message's end-of-turn span.
         spans: Every tagged block as ``(kind, message, start, end)``, kind a
@@ -93,12 +98,27 @@ class Rendered:
     """
 
     text: str
-    seg_start: np.ndarray
-    seg_message: np.ndarray
-    seg_part: np.ndarray
+    bounds: list[int]
+    messages: list[int]
+    parts: list[int]
     headers: dict[int, tuple[int, int]]
     eots: dict[int, tuple[int, int]]
     spans: tuple[tuple[int, int, int, int], ...]
+
+    @functools.cached_property
+    def seg_start(self) -> np.ndarray:
+        """``int64[n_segments + 1]``: :attr:`bounds` as an array."""
+        return np.array(self.bounds, dtype=np.int64)
+
+    @functools.cached_property
+    def seg_message(self) -> np.ndarray:
+        """``int32[n_segments]``: :attr:`messages` as an array."""
+        return np.array(self.messages, dtype=np.int32)
+
+    @functools.cached_property
+    def seg_part(self) -> np.ndarray:
+        """``int8[n_segments]``: :attr:`parts` as an array."""
+        return np.array(self.parts, dtype=np.int8)
 
 
 class _SpanExtension(jinja2.ext.Extension):
@@ -170,6 +190,7 @@ class _SpanExtension(jinja2.ext.Extension):
 
 
 _ENCODED_INDEX = [str(i).translate(_TO_DIGITS) for i in range(4096)]
+_DECODED_INDEX = {digits: i for i, digits in enumerate(_ENCODED_INDEX)}
 
 
 @jinja2.pass_context
@@ -375,16 +396,20 @@ def render_annotated(
     pieces = parts[0::3]
     codes = parts[1::3]
     all_digits = parts[2::3]
-    # Each piece of text after a marker takes the message and part of the innermost open span.
-    piece_message = [-1] * len(pieces)
-    piece_part = [0] * len(pieces)
+    # ends[j]: where piece j ends in the stripped text, so marker j (before piece j + 1) is at ends[j].
+    ends = list(accumulate(map(len, pieces)))
+    # Segments: the non-empty pieces, each taking the message and part of the innermost open span.
+    # (Lists, not numpy: a few dozen items; one loop over the markers, a few lookups each.)
+    bounds = [0] if ends[0] else []
+    seg_message = [-1] if ends[0] else []
+    seg_part = [0] if ends[0] else []
     spans: list[tuple[int, int, int, int]] = []  # (kind, message, start, end), in the order spans close
     headers: dict[int, tuple[int, int]] = {}
     eots: dict[int, tuple[int, int]] = {}
     stack: list[tuple[int, int, int, int]] = []  # (kind, message, start, part of the text inside)
     top_message, top_part = -1, 0
-    pos = len(pieces[0])
-    for j, code in enumerate(codes, 1):
+    for j, code in enumerate(codes):
+        pos = ends[j]
         if code is None:
             if not stack:
                 _raise_unbalanced(name)
@@ -394,38 +419,43 @@ def render_annotated(
                 headers[message] = (start, pos)
             elif kind == _EOT:
                 eots[message] = (start, pos)
-            top_message, top_part = (stack[-1][1], stack[-1][3]) if stack else (-1, 0)
+            if stack:
+                _, top_message, _, top_part = stack[-1]
+            else:
+                top_message, top_part = -1, 0
         else:
-            kind, part = _CHAR_KIND[code]
-            digits = all_digits[j - 1]
-            message = int(digits.translate(_FROM_DIGITS)) if digits else top_message
-            if message == -1 and kind != _TURN and inherit_orphans and spans:
-                message = spans[-1][1]
-            if message == -1 and kind != _TURN:
-                msg = (
-                    f"annotated template {name!r}: a {Part(kind).name.lower()!r} span is outside every turn "
-                    "and names no message"
-                )
-                raise AnnotationError(msg, template=name)
+            kind, top_part = _CHAR_KIND[code]
+            digits = all_digits[j]
+            if digits:
+                message = _DECODED_INDEX.get(digits)
+                if message is None:
+                    message = int(digits.translate(_FROM_DIGITS))
+            else:
+                message = top_message
+                if message == -1 and kind != _TURN:
+                    message = spans[-1][1] if inherit_orphans and spans else -1
+                    if message == -1:
+                        msg = (
+                            f"annotated template {name!r}: a {Part(kind).name.lower()!r} span is outside every "
+                            "turn and names no message"
+                        )
+                        raise AnnotationError(msg, template=name)
             if message >= n_messages:
                 msg = f"annotated template {name!r}: a span names message {message}, but there are {n_messages}"
                 raise AnnotationError(msg, template=name)
-            stack.append((kind, message, pos, part))
-            top_message, top_part = message, part
-        piece_message[j] = top_message
-        piece_part[j] = top_part
-        pos += len(pieces[j])
+            stack.append((kind, message, pos, top_part))
+            top_message = message
+        if ends[j + 1] != pos:
+            bounds.append(pos)
+            seg_message.append(top_message)
+            seg_part.append(top_part)
     if stack:
         _raise_unbalanced(name)
     text = "".join(pieces)
     if expected is not None and text != expected:
         _raise_parity(text, expected, name)
-    # Segments are the non-empty pieces (lists, not numpy: a few dozen items, and each numpy call costs more).
-    keep = [j for j, piece in enumerate(pieces) if piece]
-    seg_start = np.fromiter(accumulate([len(pieces[j]) for j in keep], initial=0), dtype=np.int64, count=len(keep) + 1)
-    seg_message = np.array([piece_message[j] for j in keep], dtype=np.int32)
-    seg_part = np.array([piece_part[j] for j in keep], dtype=np.int8)
-    return Rendered(text, seg_start, seg_message, seg_part, headers, eots, tuple(spans))
+    bounds.append(len(text))
+    return Rendered(text, bounds, seg_message, seg_part, headers, eots, tuple(spans))
 
 
 def _raise_unbalanced(name: str) -> None:

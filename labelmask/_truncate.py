@@ -63,7 +63,7 @@ def mask_truncated(
         raise TruncationError(msg, template=template)
     if truncation == "turns":
         return _drop_turns(mask, messages, processor, out, max_length, user_policy, inner, kwargs)
-    arrays = {k: np.asarray(out._arrays[k]) for k in out._arrays}
+    arrays = {k: np.asarray(out._array(k)) for k in out._arrays}
     if truncation == "right":
         keep = np.arange(max_length)
     else:
@@ -131,7 +131,7 @@ def _drop_turns(
 
 
 def _checked(out: Any, policy: Policy, *, n_cut: int, why: str) -> Any:
-    labels = np.asarray(out._arrays["labels"])
+    labels = np.asarray(out._array("labels"))
     n_trained = int(np.count_nonzero(labels != IGNORE_INDEX))
     out.report = dataclasses.replace(out.report, n_trained=n_trained, n_cut=n_cut)
     if n_trained == 0 and policy.on_empty == "raise":

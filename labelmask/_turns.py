@@ -64,16 +64,13 @@ def mask_turns(
         end = replies[-1] + 1
         out = mask_conversation(messages[:end], processor, policy=inner, **kwargs)
         # Only the messages after this exchange's user message are trained.
-        owners = np.asarray(out._arrays["message_index"])
-        labels = np.asarray(out._arrays["labels"]).copy()
+        owners = np.asarray(out._array("message_index"))
+        labels = np.asarray(out._array("labels")).copy()
         labels[owners <= start] = IGNORE_INDEX
-        out._arrays["labels"] = labels
-        out._converted.pop("labels", None)
-        if "loss_weights" in out._arrays:
-            weights = np.asarray(out._arrays["loss_weights"]).copy()
-            weights[labels == IGNORE_INDEX] = 0.0
-            out._arrays["loss_weights"] = weights
-            out._converted.pop("loss_weights", None)
+        out._replace_array("labels", labels)
+        weights = np.asarray(out._array("loss_weights")).copy()
+        weights[labels == IGNORE_INDEX] = 0.0
+        out._replace_array("loss_weights", weights)
         n_trained = int(np.count_nonzero(labels != IGNORE_INDEX))
         out.report = dataclasses.replace(out.report, n_trained=n_trained)
         if n_trained == 0 and user_policy.on_empty == "raise":
