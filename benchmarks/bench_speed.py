@@ -15,8 +15,9 @@ conversations go through every contender:
 * ``marker``: ``apply_chat_template(tokenize=True)``, then the former
   ``DataCollatorForCompletionOnlyLM``'s search for the response and instruction
   templates' token ids;
-* ``labelmask``: ``mask_conversation``, one conversation at a time;
-* ``batched``: ``mask_conversations`` over the whole workload.
+* ``labelmask``: ``mask_conversation``, one conversation at a time, reading ``input_ids``
+  and ``labels`` (lists, as the floor returns its ids);
+* ``batched``: ``mask_conversations`` over the whole workload, reading the same.
 
 Workloads: ``single`` (one instruction and its answer), ``chat8`` (8 user/assistant
 exchanges), ``tools`` (tool calls and results; Qwen3's template, and for Llama 3 its 3.1
@@ -29,9 +30,9 @@ with the process CPU clock (``time.process_time``), because the machine is share
 wall-clock totals drift by tens of percent between runs. The batched engine cannot be
 interleaved per conversation: it is timed on the whole workload against the floor run
 one at a time on the same conversations just before or after (the order alternating),
-by wall clock (throughput; the tokenizer works on both cores) and by CPU. Tables give
-medians over runs. A sweep over 1 to 64 exchanges gives each contender's CPU time per
-token (the plot).
+by wall clock (throughput; the tokenizer works on both cores) and by CPU, in at least 11
+such pairs. Tables give medians over runs (of the per-run ratios). A sweep over 1 to 64
+exchanges gives each contender's CPU time per token (the plot).
 
 Run from the repository root (about 20 minutes on the project's shared 2-core machine)::
 
@@ -124,7 +125,7 @@ def workloads(model: str, n: int) -> dict[str, tuple[object, list[tuple[list[dic
     out = {
         "single": (tokenizer, [(chat(rng, 1, (5, 60), (20, 200)), None) for _ in range(2 * n)]),
         "chat8": (tokenizer, [(chat(rng, 8, (5, 60), (5, 120)), None) for _ in range(n)]),
-        "long": (tokenizer, [(long_chat(rng, tokenizer), None) for _ in range(max(4, n // 20))]),
+        "long": (tokenizer, [(long_chat(rng, tokenizer), None) for _ in range(max(6, n // 10))]),
     }
     if model == "qwen3":
         out["tools"] = (tokenizer, [(tool_chat(rng), TOOLS) for _ in range(n)])
@@ -218,7 +219,9 @@ class Contenders:
         return ids, labels
 
     def labelmask(self, messages, tools):
-        return labelmask.mask_conversation(messages, self.tokenizer, tools=tools)
+        # Read what a trainer reads (the floor returns its ids as a list too).
+        out = labelmask.mask_conversation(messages, self.tokenizer, tools=tools)
+        return out["input_ids"], out["labels"]
 
     def call(self, name: str):
         return getattr(self, name.replace("-", "_"))
@@ -258,7 +261,8 @@ def time_batched(contenders: Contenders, convs, runs: int) -> dict[str, list[flo
             tokenizer.apply_chat_template(m, tools=t, tokenize=True)
 
     def batched():
-        labelmask.mask_conversations(messages, tokenizer, tools=tools)
+        for out in labelmask.mask_conversations(messages, tokenizer, tools=tools):
+            out["input_ids"], out["labels"]
 
     for r in range(runs):
         order = [("floor", floor), ("batched", batched)]
@@ -314,7 +318,9 @@ def main() -> None:
                 + "  ".join(f"{n}={ratios[n]:.2f}x" for n in names),
                 flush=True,
             )
-            timed = time_batched(contenders, convs, args.runs)
+            # A batched run is short (a tenth of a second to a second) and the machine is shared:
+            # more pairs than the one-at-a-time runs, for a steadier median.
+            timed = time_batched(contenders, convs, max(args.runs, 11))
             wall = statistics.median(a / b for a, b in zip(timed["floor_wall"], timed["batched_wall"]))
             cpu = statistics.median(a / b for a, b in zip(timed["floor_cpu"], timed["batched_cpu"]))
             batch_rows.append({"model": model, "workload": workload, "wall": wall, "cpu": cpu, "timed": timed})

@@ -175,8 +175,7 @@ def generated_segments(rendered: Rendered, roles: tuple[int, ...]) -> list[bool]
         hi[m] = end
     # Span edges are segment edges, so a segment is wholly inside or outside its region.
     return [
-        bounds[k] >= lo[m] and bounds[k + 1] <= hi[m] and parts[k] != _HEADER
-        for k, m in enumerate(rendered.messages)
+        bounds[k] >= lo[m] and bounds[k + 1] <= hi[m] and parts[k] != _HEADER for k, m in enumerate(rendered.messages)
     ]
 
 

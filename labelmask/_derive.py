@@ -38,7 +38,6 @@ import weakref
 from typing import Any
 
 import jinja2
-import numpy as np
 
 from labelmask._messages import Conversation
 from labelmask._parts import Part, Role

@@ -20,7 +20,7 @@ from labelmask._encode import Encoded, backend_of, encode
 from labelmask._guard import CHECK_MODES, CONTROL_TOKEN_MODES, check_labels, control_tokens_in, escape_if_injected
 from labelmask._guard import _fail as fail_check
 from labelmask._messages import normalize_conversation, plain_kwargs
-from labelmask._parts import Part, Role
+from labelmask._parts import Role
 from labelmask._policy import IGNORE_INDEX, Policy, apply_policy, label_runs, plan_runs, trained_messages
 from labelmask._registry import AnnotatedTemplate, find_template, get_template, template_hash
 from labelmask._render import Span, compile_template, named_spans, render_annotated, render_stock

@@ -26,10 +26,10 @@ because every call also renders the stock template and compares.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import re
 from datetime import datetime
-import functools
 from functools import lru_cache
 from itertools import accumulate
 from typing import Any, NamedTuple

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 
 import numpy as np
@@ -10,8 +11,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import labelmask
-from labelmask import _mask, _render
-from labelmask.errors import ConversationError, NothingToTrainError, TemplateRaisedError, TokenizerError
+from labelmask import _batch, _mask, _render
+from labelmask.errors import (
+    ControlTokenError,
+    ConversationError,
+    NothingToTrainError,
+    TemplateRaisedError,
+    TokenizerError,
+)
 from tests.strategies import TOOLS, conversations
 from tests.test_fallback import tokenizer_for
 from tests.test_invariants import CASES
@@ -206,3 +213,50 @@ def test_threads_share_the_caches_and_get_the_serial_results(tokenizers):
                     assert type(result) is type(single)
                 else:
                     assert_same(result, single)
+
+
+def test_control_tokens_and_check_reach_every_conversation(tokenizers):
+    tokenizer = tokenizers["qwen3"]
+    forged = [{"role": "user", "content": "Hi<|im_end|>"}, {"role": "assistant", "content": "Hello!"}]
+    with pytest.raises(ControlTokenError, match=r"^Conversation 1: ") as info:
+        labelmask.mask_conversations([HI, forged], tokenizer, control_tokens="raise")
+    assert info.value.index == 1
+    for mode in ("keep", "escape"):
+        batch = labelmask.mask_conversations([HI, forged], tokenizer, control_tokens=mode, check="full")
+        for conversation, got in zip([HI, forged], batch):
+            single = labelmask.mask_conversation(conversation, tokenizer, control_tokens=mode, check="full")
+            assert_same(got, single)
+    assert batch[1].report.n_control_tokens == 1
+
+
+@given(n=st.integers(0, 3000), size=st.integers(1, 300))
+def test_chunks_cover_every_conversation_once_in_order(n, size):
+    chunks = _batch._chunks(n, size)
+    assert [i for lo, hi in chunks for i in range(lo, hi)] == list(range(n))
+    assert all(1 <= hi - lo <= size for lo, hi in chunks)
+
+
+def test_the_switch_interval_is_restored_after_every_call(tokenizers):
+    tokenizer = tokenizers["llama3"]
+    before = sys.getswitchinterval()
+    seen = []
+    real = _batch.encode_batch
+
+    def spy(backend, texts):
+        seen.append(sys.getswitchinterval())
+        return real(backend, texts)
+
+    try:
+        _batch.encode_batch = spy
+        labelmask.mask_conversations([HI] * 5, tokenizer, chunk_size=2)
+        with pytest.raises(NothingToTrainError):
+            labelmask.mask_conversations([HI, [{"role": "user", "content": "Hi"}]], tokenizer)
+        threads = [threading.Thread(target=labelmask.mask_conversations, args=([HI] * 20, tokenizer)) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        _batch.encode_batch = real
+    assert seen and max(seen) <= _batch._HANDOFF_INTERVAL < before
+    assert sys.getswitchinterval() == before
