@@ -19,6 +19,7 @@ template twice). A call keeps no other state.
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 from collections.abc import Iterable, Iterator, Sequence
@@ -162,7 +163,8 @@ def mask_conversations(
 
     finishing = dict(tokenizer=tokenizer, backend=backend, check=check)
     results: list[MaskedConversation | LabelmaskError] = []
-    with _quick_handoff(), ThreadPoolExecutor(max_workers=1, thread_name_prefix="labelmask-encode") as pool:
+    pool = _encoder()
+    with _quick_handoff():
         pending: tuple[list, Future] | None = None
         for lo, hi in _chunks(len(conversations), chunk_size):
             staged = [render(i) for i in range(lo, hi)]
@@ -181,8 +183,9 @@ def mask_conversations(
 # switch interval (5 ms by default). The tokenizer thread needs the GIL for a moment before
 # and after each chunk it tokenizes, so with the default it sat idle up to 5 ms per chunk
 # while the main thread rendered, about a quarter of the time. While mask_conversations runs,
-# the interval is 0.5 ms (restored when the last concurrent call ends).
-_HANDOFF_INTERVAL = 0.0005
+# the interval is 0.1 ms (restored when the last concurrent call ends): only threads waiting for
+# the GIL make the running one yield, so the main thread drops it only at chunk boundaries.
+_HANDOFF_INTERVAL = 0.0001
 _handoff_lock = threading.Lock()
 _handoff_calls = 0
 _handoff_saved = 0.005
@@ -205,21 +208,53 @@ def _quick_handoff() -> Iterator[None]:
                 sys.setswitchinterval(_handoff_saved)
 
 
-def _chunks(n: int, size: int) -> list[tuple[int, int]]:
+# One tokenizing thread for the process, started on first use: starting and joining a thread per
+# call cost milliseconds here. Concurrent calls queue their chunks on it; each chunk is tokenized
+# on every core by the Rust tokenizer. A forked child starts its own (the parent's thread is not
+# in the child, and an executor copied with it would wait for it forever).
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _encoder() -> ThreadPoolExecutor:
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="labelmask-encode")
+        return _pool
+
+
+def _forget_encoder() -> None:
+    global _pool, _pool_lock
+    _pool = None
+    _pool_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_encoder)
+
+
+def _chunks(n: int, size: int, cores: int | None = None) -> list[tuple[int, int]]:
     """``(start, stop)`` of each chunk: ``size`` conversations each, but smaller at both ends.
 
     While the first chunk renders, the tokenizer has nothing to do, and while the last one is
     labelled, nothing either; so chunks grow from ``size / 8`` and the tail shrinks by halves,
-    keeping those single-threaded stretches short.
+    keeping those single-threaded stretches short. Chunk sizes are multiples of the core count
+    where they can be (the tokenizer spreads a chunk's texts over the cores: three long
+    conversations on two cores keep one core idle half the time).
     """
+    cores = max(1, cores or os.cpu_count() or 1)
+
+    def whole(k: int) -> int:  # k rounded up to a multiple of the core count
+        return -(-k // cores) * cores
+
     bounds = [0]
-    step = max(1, size // 8)
+    step = whole(max(1, size // 8))
     while bounds[-1] < n:
         left = n - bounds[-1]
-        take = min(step, size)
+        take = min(step, max(size, cores))
         if left <= 2 * take:
-            take = max(1, min(take, (left + 1) // 2)) if left > max(1, size // 8) else left
-        bounds.append(bounds[-1] + take)
+            take = whole((left + 1) // 2) if left > whole(max(1, size // 8)) else left
+        bounds.append(bounds[-1] + min(take, left, size))
         step *= 2
     return list(zip(bounds, bounds[1:]))
 
