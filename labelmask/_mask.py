@@ -315,11 +315,11 @@ def mask_conversation(
             With a multimodal processor, ``"escape"`` is refused.
         check: The fail-closed check: raise :class:`~labelmask.errors.MaskCheckError`
             rather than return labels it cannot verify from the tokenizer's own offsets
-            (``"fast"``: every run of trained tokens lies inside one trained reply, 3 to 12%
-            of this function's time) and decoder (``"full"``: also decodes each run back to
-            the text it covers and checks every trained character is covered, 7 to 32%).
-            ``"off"`` by default: either would break the 1.25x budget over
-            ``apply_chat_template`` (docs/how-it-works.md).
+            (``"fast"``: the labels decided per run of text equal those decided per segment, and
+            every run of trained tokens lies inside one trained reply; 25 to 31% more time) and
+            decoder (``"full"``: also decodes each run back to the text it covers and checks every
+            trained character is covered; 36 to 66% more). ``"off"`` by default, for that cost
+            (docs/how-it-works.md).
         **template_kwargs: Passed to the template (``enable_thinking=False``, ``date_string=...``).
 
     Returns:
