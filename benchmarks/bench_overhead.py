@@ -33,26 +33,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import labelmask  # noqa: E402
+from benchmarks.bench_speed import TOOLS, sentence  # noqa: E402  (the same words and tool)
 from tests.fixtures import load_tokenizer  # noqa: E402
-
-WORDS = (
-    "the model answers every question with care and detail about data training tokens "
-    "Paris weather 42 résumé naïve 東京 données 🙂 function call result value"
-).split()
-TOOLS = [
-    {
-        "type": "function",
-        "function": {
-            "name": "get_weather",
-            "description": "Weather for a city",
-            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
-        },
-    }
-]
-
-
-def sentence(rng: random.Random, n: int) -> str:
-    return " ".join(rng.choice(WORDS) for _ in range(n)) + "."
 
 
 def conversation(rng: random.Random, *, rich: bool, alternate: bool) -> tuple[list[dict], list | None]:
