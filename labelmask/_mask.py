@@ -416,7 +416,7 @@ def mask_conversation(
         processor_kwargs=processor_kwargs or {},
     )
     return _finish_step(
-        staged._replace(rendered=rendered, runs=None),
+        staged._replace(rendered=rendered),
         encoded,
         policy,
         return_tensors,
@@ -521,8 +521,11 @@ def _render_step(
     rendered, n_eos = _end_of_turn(rendered, conversation.roles, tokenizer, name, add_eos)
     escape = bool(injected) and control_tokens == "escape"
     # What the policy trains is decided per run of text before tokenizing; the tokens only place it.
+    # (A processor expands image placeholders first, which moves the runs: planned after that.)
     message_ok = trained_messages(policy, conversation.roles, conversation.train)
-    runs = plan_runs(rendered, generated_segments(rendered, conversation.roles), message_ok, policy)
+    runs = None
+    if not is_processor(processor):
+        runs = plan_runs(rendered, generated_segments(rendered, conversation.roles), message_ok, policy)
     return _Staged(conversation, rendered, name, method, n_eos, annotated, tuple(injected), escape, message_ok, runs)
 
 
