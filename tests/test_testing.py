@@ -93,3 +93,25 @@ def test_check_conversation_returns_the_masked_conversation_and_names_the_failur
     labelmask.register_template("broken", BROKEN["eot takes the newline"], matches=[STOCK])
     with pytest.raises(AssertionError, match="differs from differential"):
         labelmask.testing.check_conversation(tokenizer, messages, template="broken", eot="<|im_end|>")
+
+
+def test_generation_prompt_check_skips_a_cut_the_template_refuses():
+    """Found by tests/test_fuzz.py: Qwen3's template takes this conversation whole but raises on it cut after
+    message 5 (it calls .strip() on a final reply's reasoning, here a list). The check compares prefixes, so it
+    has no reference there; it must skip that reply, not fail on the stock template's error."""
+    from labelmask.testing._checks import Expect, Sample, check_header_is_the_generation_prompt
+
+    tokenizer = load_tokenizer("qwen3")
+    call = {"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Lima"}}}
+    messages = [
+        {"role": "user", "content": "a"},
+        {"role": "assistant", "content": "b"},
+        {"role": "user", "content": "c"},
+        {"role": "assistant", "content": "", "reasoning_content": [], "tool_calls": [call]},
+        {"role": "tool", "content": "d"},
+    ]
+    with pytest.raises(Exception, match="strip"):
+        tokenizer.apply_chat_template(messages[:4], tokenize=False)
+    out = labelmask.mask_conversation(messages, tokenizer, return_tensors="np")
+    sample = Sample(tokenizer, messages, None, {}, out, Expect(eot="<|im_end|>", template="qwen3"))
+    check_header_is_the_generation_prompt(sample)  # reply 1 still checked, reply 3 skipped
