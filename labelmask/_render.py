@@ -28,10 +28,9 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import re
 from datetime import datetime
 from functools import lru_cache
-from itertools import accumulate
+from itertools import islice
 from typing import Any, NamedTuple
 
 import jinja2
@@ -47,22 +46,46 @@ from labelmask.errors import AnnotationError, RenderParityError, TemplateRaisedE
 
 __all__ = ["Rendered", "Span", "named_spans", "compile_template", "render_annotated", "render_stock"]
 
+# Every marker is _OPEN then one code character: _CLOSE ends the innermost span; a kind
+# character opens a span of that kind, one of U+FDD2.. when the span names no message (it
+# takes the enclosing one), one of U+FDE0.. when it does, then followed by one character
+# that is the message index (see _index_char). So the render splits on _OPEN alone (a
+# str.split, several times cheaper than a regular expression) and each piece says by its
+# first one or two characters what marker it follows. The index character is read by its
+# place, never searched for, so message text may contain such characters.
 _OPEN = "\ufdd0"
 _CLOSE = "\ufdd1"
-# Kind codes U+FDD2.. ; message-index digits U+FDE0..U+FDE9.
 _KINDS = ("turn",) + tuple(p.name.lower() for p in Part if p is not Part.NONE)
-_KIND_CHAR = {k: chr(0xFDD2 + i) for i, k in enumerate(_KINDS)}
-_DIGITS = "".join(chr(0xFDE0 + d) for d in range(10))
-_TO_DIGITS = str.maketrans("0123456789", _DIGITS)
-_FROM_DIGITS = str.maketrans(_DIGITS, "0123456789")
+_KIND_CHAR = {k: chr(0xFDD2 + i) for i, k in enumerate(_KINDS)}  # a span that names no message
+_INDEXED_CHAR = {k: chr(0xFDE0 + i) for i, k in enumerate(_KINDS)}  # a span that names one
 _TURN = -1  # kind code of "turn" in the parsed span table (parts use Part values)
+# Message i is written as chr(0x4E00 + i) (CJK ideographs: no filter such as upper() or trim
+# changes them), and from message 20992 on as chr(0x20000 + i - 20992).
+_INDEX_BASE = 0x4E00
+_INDEX_BMP = 0xA000 - _INDEX_BASE
+_INDEX_CHARS = [chr(_INDEX_BASE + i) for i in range(_INDEX_BMP)]
 
-_MARKER_RE = re.compile(f"{_OPEN}([\ufdd2-\ufddf])([{_DIGITS}]*)|{_CLOSE}")
-# marker character -> (kind code, part of the text directly inside such a span)
-_CHAR_KIND = {
-    c: ((_TURN, int(Part.TEMPLATE)) if k == "turn" else (int(Part[k.upper()]), int(Part[k.upper()])))
-    for k, c in _KIND_CHAR.items()
-}
+
+def _index_char(index: int) -> str:
+    if 0 <= index < _INDEX_BMP:
+        return _INDEX_CHARS[index]
+    if _INDEX_BMP <= index < 0xE0000 - 0x20000 + _INDEX_BMP:
+        return chr(0x20000 + index - _INDEX_BMP)
+    raise AnnotationError(f"a span names message {index}, which is out of range")
+
+
+def _index_of(char: str) -> int:
+    code = ord(char)
+    return code - _INDEX_BASE if code < 0x20000 else code - 0x20000 + _INDEX_BMP
+
+
+# code character -> (kind code, part of the text directly inside such a span, names a message)
+_CODES = {}
+for _kind in _KINDS:
+    _codes = (_TURN, int(Part.TEMPLATE)) if _kind == "turn" else (int(Part[_kind.upper()]),) * 2
+    _CODES[_KIND_CHAR[_kind]] = (*_codes, False)
+    _CODES[_INDEXED_CHAR[_kind]] = (*_codes, True)
+_CLOSE_MARKER = _OPEN + _CLOSE
 _HEADER = int(Part.HEADER)
 _EOT = int(Part.EOT)
 
@@ -151,11 +174,8 @@ class _SpanExtension(jinja2.ext.Extension):
             # compiled to locals, so the usual names are read directly; a block where none holds a
             # message (Phi-3's closing eos after the loop) names none (see render_annotated).
             names = jinja2.nodes.Tuple([jinja2.nodes.Name(n, "load") for n in _LOOP_NAMES], "load")
-            opening = [
-                jinja2.nodes.TemplateData(_OPEN + _KIND_CHAR["content"]),
-                jinja2.nodes.Filter(names, "labelmask_owner", [], [], None, None),
-            ]
-            close = jinja2.nodes.Output([jinja2.nodes.TemplateData(_CLOSE)])
+            opening = [jinja2.nodes.Filter(names, "labelmask_owner", [], [], None, None)]
+            close = jinja2.nodes.Output([jinja2.nodes.TemplateData(_CLOSE_MARKER)])
             return [jinja2.nodes.Output(opening).set_lineno(lineno), *body, close]
         kind = parser.parse_expression()
         if not isinstance(kind, jinja2.nodes.Const) or kind.value not in _KIND_CHAR:
@@ -172,8 +192,11 @@ class _SpanExtension(jinja2.ext.Extension):
             return jinja2.nodes.CallBlock(call, [], [], body).set_lineno(lineno)
         opening: list[jinja2.nodes.Expr] = [jinja2.nodes.TemplateData(_OPEN + _KIND_CHAR[kind.value])]
         if not (isinstance(message, jinja2.nodes.Const) and message.value is None):
-            opening.append(jinja2.nodes.Filter(message, "labelmask_index", [], [], None, None))
-        close = jinja2.nodes.Output([jinja2.nodes.TemplateData(_CLOSE)])
+            opening = [
+                jinja2.nodes.TemplateData(_OPEN + _INDEXED_CHAR[kind.value]),
+                jinja2.nodes.Filter(message, "labelmask_index", [], [], None, None),
+            ]
+        close = jinja2.nodes.Output([jinja2.nodes.TemplateData(_CLOSE_MARKER)])
         return [jinja2.nodes.Output(opening).set_lineno(lineno), *body, close]
 
     @jinja2.pass_context
@@ -185,20 +208,18 @@ class _SpanExtension(jinja2.ext.Extension):
             if kind == "turn" and not hasattr(exc, "labelmask_message_index"):
                 exc.labelmask_message_index = _message_index(context, message)  # type: ignore[attr-defined]
             raise
-        index = "" if message is None else str(_message_index(context, message)).translate(_TO_DIGITS)
-        return f"{_OPEN}{_KIND_CHAR[kind]}{index}{body}{_CLOSE}"
-
-
-_ENCODED_INDEX = [str(i).translate(_TO_DIGITS) for i in range(4096)]
-_DECODED_INDEX = {digits: i for i, digits in enumerate(_ENCODED_INDEX)}
+        if message is None:
+            return f"{_OPEN}{_KIND_CHAR[kind]}{body}{_CLOSE_MARKER}"
+        index = _index_char(_message_index(context, message))
+        return f"{_OPEN}{_INDEXED_CHAR[kind]}{index}{body}{_CLOSE_MARKER}"
 
 
 @jinja2.pass_context
 def _index_filter(context: Any, message: Any) -> str:
     # A filter, not a method call: compiled templates call filters directly, outside the sandbox's call checks.
-    if type(message) is int and 0 <= message < 4096:
-        return _ENCODED_INDEX[message]
-    return str(_message_index(context, message)).translate(_TO_DIGITS)
+    if type(message) is int and 0 <= message < _INDEX_BMP:
+        return _INDEX_CHARS[message]
+    return _index_char(_message_index(context, message))
 
 
 _LOOP_NAMES = ("message", "m", "msg", "turn", "item", "entry")
@@ -206,12 +227,13 @@ _LOOP_NAMES = ("message", "m", "msg", "turn", "item", "entry")
 
 @jinja2.pass_context
 def _owner_filter(context: Any, candidates: tuple) -> str:
+    """The opening marker of a ``{% generation %}`` block: a content span of the message a loop variable holds."""
     messages = context.get("_labelmask_messages") or ()
     for candidate in candidates:
         for i, message in enumerate(messages):
             if candidate is message:
-                return str(i).translate(_TO_DIGITS)
-    return ""
+                return _OPEN + _INDEXED_CHAR["content"] + _index_char(i)
+    return _OPEN + _KIND_CHAR["content"]
 
 
 def _message_index(context: Any, message: Any) -> int:
@@ -299,6 +321,11 @@ class _Sandbox(jinja2.sandbox.ImmutableSandboxedEnvironment):
                 return self.undefined(obj=obj, name=attribute)
         return super().getattr(obj, attribute)
 
+    def _parse(self, source: str, name: str | None, filename: str | None) -> jinja2.nodes.Template:
+        tree = super()._parse(source, name, filename)
+        _merge_outputs(tree)
+        return tree
+
     def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
         cls = type(obj)
         if cls not in _CACHED_TYPES and cls is not _Namespace:
@@ -308,6 +335,30 @@ class _Sandbox(jinja2.sandbox.ImmutableSandboxedEnvironment):
         if verdict is None:
             verdict = _SAFE_ATTRIBUTE[key] = super().is_safe_attribute(obj, attr, value)
         return verdict
+
+
+def _merge_outputs(node: jinja2.nodes.Node) -> None:
+    """Join adjacent output statements into one, everywhere in ``node``.
+
+    Jinja yields once per output statement (a compiled render is a generator joined at the
+    end), grouping only the constant pieces of one statement. A span's markers are outputs of
+    their own, so an annotated template would yield about three times as often as its stock
+    template; joined, a marker folds into the constant text beside it (``{% span "header" %}``
+    around a literal header is one constant). Output is the same: the pieces go out in order.
+    """
+    for field in node.fields:
+        value = getattr(node, field, None)
+        if type(value) is list and len(value) > 1:
+            merged: list[Any] = []
+            for item in value:
+                if type(item) is jinja2.nodes.Output and merged and type(merged[-1]) is jinja2.nodes.Output:
+                    merged[-1] = jinja2.nodes.Output(merged[-1].nodes + item.nodes, lineno=merged[-1].lineno)
+                else:
+                    merged.append(item)
+            if len(merged) != len(value):
+                setattr(node, field, merged)
+    for child in node.iter_child_nodes():
+        _merge_outputs(child)
 
 
 def _make_env(mode: str) -> jinja2.sandbox.ImmutableSandboxedEnvironment:
@@ -391,64 +442,71 @@ def render_annotated(
         AnnotationError: span tags are unbalanced or name a message that does not exist.
     """
     raw = _render(template, variables, name)
-    # split() gives [text, kind, digits, text, kind, digits, ..., text]; a close marker has kind None.
-    parts = _MARKER_RE.split(raw)
-    pieces = parts[0::3]
-    codes = parts[1::3]
-    all_digits = parts[2::3]
-    # ends[j]: where piece j ends in the stripped text, so marker j (before piece j + 1) is at ends[j].
-    ends = list(accumulate(map(len, pieces)))
-    # Segments: the non-empty pieces, each taking the message and part of the innermost open span.
-    # (Lists, not numpy: a few dozen items; one loop over the markers, a few lookups each.)
-    bounds = [0] if ends[0] else []
-    seg_message = [-1] if ends[0] else []
-    seg_part = [0] if ends[0] else []
+    chunks = raw.split(_OPEN)
+    # chunks[0] is the text before the first marker; every other chunk starts with a marker's code.
+    # Segments: the non-empty pieces of text between markers, each taking the message and part of
+    # the innermost open span. (Lists, not numpy: a few dozen items; one loop over the markers.)
+    first = chunks[0]
+    pieces = [first]
+    pos = len(first)
+    bounds = [0] if pos else []
+    seg_message = [-1] if pos else []
+    seg_part = [0] if pos else []
     spans: list[tuple[int, int, int, int]] = []  # (kind, message, start, end), in the order spans close
     headers: dict[int, tuple[int, int]] = {}
     eots: dict[int, tuple[int, int]] = {}
     stack: list[tuple[int, int, int, int]] = []  # (kind, message, start, part of the text inside)
     top_message, top_part = -1, 0
-    for j, code in enumerate(codes):
-        pos = ends[j]
-        if code is None:
-            if not stack:
-                _raise_unbalanced(name)
-            kind, message, start, _ = stack.pop()
-            spans.append((kind, message, start, pos))
-            if kind == _HEADER:
-                headers[message] = (start, pos)
-            elif kind == _EOT:
-                eots[message] = (start, pos)
-            if stack:
-                _, top_message, _, top_part = stack[-1]
+    codes = _CODES
+    add_piece, add_bound, add_message, add_part = pieces.append, bounds.append, seg_message.append, seg_part.append
+    push, pop, close = stack.append, stack.pop, spans.append
+    try:
+        for chunk in islice(chunks, 1, None):
+            code = chunk[0]
+            if code == _CLOSE:
+                piece = chunk[1:]
+                if not stack:
+                    _raise_unbalanced(name)
+                kind, message, start, _ = pop()
+                close((kind, message, start, pos))
+                if kind == _HEADER:
+                    headers[message] = (start, pos)
+                elif kind == _EOT:
+                    eots[message] = (start, pos)
+                if stack:
+                    _, top_message, _, top_part = stack[-1]
+                else:
+                    top_message, top_part = -1, 0
             else:
-                top_message, top_part = -1, 0
-        else:
-            kind, top_part = _CHAR_KIND[code]
-            digits = all_digits[j]
-            if digits:
-                message = _DECODED_INDEX.get(digits)
-                if message is None:
-                    message = int(digits.translate(_FROM_DIGITS))
-            else:
-                message = top_message
-                if message == -1 and kind != _TURN:
-                    message = spans[-1][1] if inherit_orphans and spans else -1
-                    if message == -1:
-                        msg = (
-                            f"annotated template {name!r}: a {Part(kind).name.lower()!r} span is outside every "
-                            "turn and names no message"
-                        )
+                kind, top_part, indexed = codes[code]
+                if indexed:
+                    message = _index_of(chunk[1])
+                    piece = chunk[2:]
+                    if not 0 <= message < n_messages:
+                        msg = f"annotated template {name!r}: a span names message {message}, but there are {n_messages}"
                         raise AnnotationError(msg, template=name)
-            if message >= n_messages:
-                msg = f"annotated template {name!r}: a span names message {message}, but there are {n_messages}"
-                raise AnnotationError(msg, template=name)
-            stack.append((kind, message, pos, top_part))
-            top_message = message
-        if ends[j + 1] != pos:
-            bounds.append(pos)
-            seg_message.append(top_message)
-            seg_part.append(top_part)
+                else:
+                    piece = chunk[1:]
+                    message = top_message
+                    if message == -1 and kind != _TURN:
+                        message = spans[-1][1] if inherit_orphans and spans else -1
+                        if message == -1:
+                            msg = (
+                                f"annotated template {name!r}: a {Part(kind).name.lower()!r} span is outside every "
+                                "turn and names no message"
+                            )
+                            raise AnnotationError(msg, template=name)
+                push((kind, message, pos, top_part))
+                top_message = message
+            if piece:
+                add_piece(piece)
+                add_bound(pos)
+                add_message(top_message)
+                add_part(top_part)
+                pos += len(piece)
+    except (IndexError, KeyError):
+        # A marker cut short or a stray code: a filter or slice reached into a span's output.
+        _raise_unbalanced(name)
     if stack:
         _raise_unbalanced(name)
     text = "".join(pieces)

@@ -115,3 +115,62 @@ def test_filter_applied_to_a_span_is_caught():
     stock = render_stock(compile_template(source, mode="stock", name="trimmed"), {"messages": MESSAGES}, "trimmed")
     with pytest.raises(RenderParityError, match="trimmed"):
         render_annotated(template, {"messages": MESSAGES}, "trimmed", expected=stock, n_messages=4)
+
+
+def test_index_characters_round_trip():
+    """A span's message index is one character read by its place; the two ranges meet at 20992."""
+    from labelmask._render import _INDEX_BMP, _index_char, _index_of
+
+    edge = 0xE0000 - 0x20000 + _INDEX_BMP  # first index with no character
+    for index in (0, 1, _INDEX_BMP - 1, _INDEX_BMP, _INDEX_BMP + 1, edge - 1):
+        assert _index_of(_index_char(index)) == index
+    assert len({_index_char(i) for i in range(_INDEX_BMP - 5, _INDEX_BMP + 5)}) == 10
+    for bad in (-1, edge):
+        with pytest.raises(AnnotationError, match="out of range"):
+            _index_char(bad)
+
+
+@pytest.mark.parametrize("first", ["\u4e00", "\u4e01x", "\U00020000", "\ufdcf"])
+def test_text_that_starts_like_an_index_is_text(first):
+    """The characters that write message indices are ordinary text anywhere else, right after a marker too."""
+    messages = [{"role": "user", "content": first + " q"}, {"role": "assistant", "content": first}]
+    source = (
+        "{% for m in messages %}{% span 'turn', loop.index0 %}{% span 'content' %}{{ m.content }}{% endspan %}"
+        "{% span 'eot' %}{{ m.content }}{% endspan %}{% endspan %}{% endfor %}"
+    )
+    rendered, spans = spans_of(source, messages)
+    assert rendered.text == "".join(m["content"] * 2 for m in messages)
+    contents = [s for s in spans if s.kind == "content"]
+    assert [(s.message, rendered.text[s.start : s.end]) for s in contents] == [(0, first + " q"), (1, first)]
+
+
+def test_message_indices_past_the_first_character_range():
+    from labelmask._render import _INDEX_BMP
+
+    n = _INDEX_BMP + 3
+    messages = [{"role": "user", "content": f"m{i}"} for i in range(n)]
+    rendered, spans = spans_of(TEMPLATES["first output"], messages)
+    tail = [s for s in spans if s.kind == "content" and s.message >= n - 5]
+    assert [(s.message, rendered.text[s.start : s.end]) for s in tail] == [(i, f"m{i}") for i in range(n - 5, n)]
+
+
+# Every statement that holds a body, with outputs side by side in it: joining adjacent outputs
+# (labelmask's compile step) must render what Jinja renders.
+JOINED = (
+    "A{{ x }}B{% if x %}C{{ x }}{{ x }}D{% else %}E{% endif %}"
+    "{% for i in range(3) %}[{{ i }}]{{ loop.index }}{% if loop.last %}!{% endif %}{% else %}none{% endfor %}"
+    "{% macro m(a) %}<{{ a }}>{{ a }}{% endmacro %}{{ m(1) }}{{ m(2) }}"
+    "{% set block %}s{{ x }}t{% endset %}{{ block }}{{ block | upper }}"
+    "{% filter upper %}f{{ x }}g{% endfilter %}"
+    "{% macro c() %}({{ caller() }}){{ x }}{% endmacro %}{% call c() %}in{{ x }}side{% endcall %}"
+    "{% with y = x %}w{{ y }}{{ y }}{% endwith %}\n  {{ x }}\n"
+)
+
+
+@pytest.mark.parametrize("x", ["", "v", "<b>"])
+def test_joined_outputs_render_as_jinja_does(x):
+    import jinja2.sandbox
+
+    plain = jinja2.sandbox.ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True).from_string(JOINED)
+    ours = compile_template(JOINED, mode="stock", name="joined")
+    assert render_stock(ours, {"x": x}, "joined") == plain.render(x=x)
