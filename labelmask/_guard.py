@@ -113,15 +113,18 @@ def special_tokens(processor: Any) -> _Specials:
     return specials
 
 
-def _strings(value: Any):
-    if type(value) is str:
-        yield value
-    elif isinstance(value, Mapping):
+def _strings(value: Any, out: list[str]) -> list[str]:
+    """Every string in ``value`` (plain data: dicts, lists, tuples), appended to ``out``, in order."""
+    cls = type(value)
+    if cls is str:
+        out.append(value)
+    elif cls is dict or isinstance(value, Mapping):
         for v in value.values():
-            yield from _strings(v)
-    elif isinstance(value, (list, tuple)):
+            _strings(v, out)
+    elif cls is list or cls is tuple:
         for v in value:
-            yield from _strings(v)
+            _strings(v, out)
+    return out
 
 
 def find_control_tokens(messages: list[dict], tools: list | None, specials: _Specials) -> list[tuple[int | None, str]]:
@@ -138,11 +141,11 @@ def find_control_tokens(messages: list[dict], tools: list | None, specials: _Spe
                 if key != "role" and search(value):
                     found.extend((i, token) for token in pattern.findall(value))
                 continue
-            for s in _strings(value):
+            for s in _strings(value, []):
                 if search(s):
                     found.extend((i, token) for token in pattern.findall(s))
     if tools:
-        for s in _strings(tools):
+        for s in _strings(tools, []):
             if search(s):
                 found.extend((None, token) for token in pattern.findall(s))
     return found

@@ -98,11 +98,17 @@ _ROLE_CODE = {name: int(role) for name, role in ROLE_ALIASES.items()}
 
 def _plain(value: Any) -> Any:
     """Copy into plain JSON types; other objects (images, arrays) become inert names."""
-    if type(value) is str:
+    cls = type(value)
+    if cls is str:
         if _RESERVED.search(value):
             raise _ReservedCharacter
         return value
-    if value is None or type(value) in (int, float, bool):
+    # The plain types first, by identity: this copies every tool schema and tool call of every sample.
+    if cls is dict:
+        return {_plain(k): _plain(v) for k, v in value.items()}
+    if cls is list:
+        return [_plain(v) for v in value]
+    if value is None or cls is int or cls is float or cls is bool:
         return value
     if isinstance(value, str):
         return _plain(str.__str__(value))
@@ -259,9 +265,11 @@ def normalize_conversation(
             _raise_reserved(i)
         if content_format == "parts" and isinstance(plain.get("content"), str):
             plain["content"] = [{"type": "text", "text": plain["content"]}]
-        reasoning = next((plain[k] for k in _REASONING_FIELDS if plain.get(k) is not None), None)
-        if reasoning is not None:
-            plain = {"thinking": reasoning, **plain, "reasoning_content": reasoning}
+        for key in _REASONING_FIELDS:
+            reasoning = plain.get(key)
+            if reasoning is not None:
+                plain = {"thinking": reasoning, **plain, "reasoning_content": reasoning}
+                break
         out.append(plain)
         roles.append(_ROLE_CODE[role])
     if tools is not None:
