@@ -85,6 +85,8 @@ def mask_conversations(
         chunk_size: Conversations per tokenizer call; one chunk is tokenized (on every core)
             while the next renders and the previous one is labelled. Results do not depend
             on it; the default keeps both cores busy on a few dozen conversations already.
+            (Long conversations with Qwen's tokenizer tokenize slowly in threads under glibc's
+            allocator: preload jemalloc, or use worker processes; docs/scaling.md.)
         control_tokens: As for :func:`mask_conversation`.
         check: As for :func:`mask_conversation`.
         **template_kwargs: Passed to every render (``enable_thinking=False``, ...).

@@ -13,14 +13,17 @@ lower case); the optional second one names the message, by index or by the
 message mapping itself. A part without it belongs to the enclosing turn.
 
 How spans are found: every tag wraps its output in private sentinel characters
-(Unicode noncharacters U+FDD0..U+FDEF, which input may not contain). After the
-render one regular-expression pass strips them and records where each block
-began and ended in the stripped text. Because the positions travel with the
-text, they stay exact inside macros, loops, ``set`` blocks and filter blocks,
-where a running count of emitted characters (transformers' ``{% generation %}``
-tracker) is wrong. A filter applied *around* a span (``{{ x | trim }}`` where
-``x`` holds a tagged block) would see the sentinels; that cannot go unnoticed,
-because every call also renders the stock template and compares.
+(each marker starts with the Unicode noncharacter U+FDD0, which input may not
+contain, and says what it is in the next character; a span that names a message
+writes the index as one more character). After the render one ``str.split`` on
+U+FDD0 strips them and records where each block began and ended in the stripped
+text. Because the positions travel with the text, they stay exact inside macros,
+loops, ``set`` blocks and filter blocks, where a running count of emitted
+characters (transformers' ``{% generation %}`` tracker) is wrong. A filter applied
+*around* a span (``{{ x | trim }}`` where ``x`` holds a tagged block) would see the
+sentinels: a cut marker raises (unbalanced), and a changed text is caught by
+``verify=True`` and by the property suite, which renders the stock template and
+compares.
 """
 
 from __future__ import annotations
