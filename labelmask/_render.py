@@ -82,12 +82,17 @@ def _index_of(char: str) -> int:
     return code - _INDEX_BASE if code < 0x20000 else code - 0x20000 + _INDEX_BMP
 
 
-# code character -> (kind code, part of the text directly inside such a span, names a message)
-_CODES = {}
-for _kind in _KINDS:
-    _codes = (_TURN, int(Part.TEMPLATE)) if _kind == "turn" else (int(Part[_kind.upper()]),) * 2
-    _CODES[_KIND_CHAR[_kind]] = (*_codes, False)
-    _CODES[_INDEXED_CHAR[_kind]] = (*_codes, True)
+def _code_table() -> dict[str, tuple[int, int, bool]]:
+    """code character -> (kind code, part of the text directly inside such a span, names a message)."""
+    table = {}
+    for kind in _KINDS:
+        codes = (_TURN, int(Part.TEMPLATE)) if kind == "turn" else (int(Part[kind.upper()]),) * 2
+        table[_KIND_CHAR[kind]] = (*codes, False)
+        table[_INDEXED_CHAR[kind]] = (*codes, True)
+    return table
+
+
+_CODES = _code_table()
 _CLOSE_MARKER = _OPEN + _CLOSE
 _HEADER = int(Part.HEADER)
 _EOT = int(Part.EOT)
