@@ -316,9 +316,9 @@ def mask_conversation(
         check: The fail-closed check: raise :class:`~labelmask.errors.MaskCheckError`
             rather than return labels it cannot verify from the tokenizer's own offsets
             (``"fast"``: the labels decided per run of text equal those decided per segment, and
-            every run of trained tokens lies inside one trained reply; 25 to 31% more time) and
+            every run of trained tokens lies inside one trained reply; 23 to 33% more time) and
             decoder (``"full"``: also decodes each run back to the text it covers and checks every
-            trained character is covered; 36 to 66% more). ``"off"`` by default, for that cost
+            trained character is covered; 35 to 66% more). ``"off"`` by default, for that cost
             (docs/how-it-works.md).
         **template_kwargs: Passed to the template (``enable_thinking=False``, ``date_string=...``).
 
