@@ -45,7 +45,7 @@ three alternate (the order rotating), by wall clock (throughput) and by CPU, in 
 such runs. Tables give medians over runs (of the per-run ratios). A sweep over 1 to 64
 exchanges gives each contender's CPU time per token (the plot).
 
-Run from the repository root (about 20 minutes on the project's shared 2-core machine)::
+Run from the repository root (12 to 25 minutes on the project's shared 2-core machine)::
 
     python benchmarks/bench_speed.py [--runs 5] [--quick]
 
