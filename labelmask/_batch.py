@@ -86,7 +86,8 @@ def mask_conversations(
             while the next renders and the previous one is labelled. Results do not depend
             on it; the default keeps both cores busy on a few dozen conversations already.
             (Long conversations with Qwen's tokenizer tokenize slowly in threads under glibc's
-            allocator: preload jemalloc, or use worker processes; docs/scaling.md.)
+            allocator: preload jemalloc, set GLIBC_TUNABLES=glibc.malloc.tcache_count=1000, or use
+            worker processes; docs/scaling.md.)
         control_tokens: As for :func:`mask_conversation`.
         check: As for :func:`mask_conversation`.
         **template_kwargs: Passed to every render (``enable_thinking=False``, ...).
