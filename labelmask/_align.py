@@ -40,9 +40,10 @@ class Aligned:
     Per segment, as Python lists (a few dozen items; the policy walks them):
 
     Attributes:
-        messages: The message of each segment, -1 for none.
+        rendered: The render aligned; its segment table gives ``messages`` (the message of
+            each segment, -1 for none) and ``parts`` (the :class:`Part` of each segment),
+            as lists and, cached there, as arrays (``seg_message``, ``seg_part``).
         role_of: The :class:`Role` of each message, then ``Role.NONE`` (read by message -1).
-        parts: The :class:`Part` of each segment.
         generated: True where a segment lies in its message's generated region:
             after the message's header (for an assistant turn, after the generation
             prompt) through its end-of-turn marker, or through the end of its turn
@@ -65,9 +66,8 @@ class Aligned:
     is header.
     """
 
-    messages: list[int]
+    rendered: Rendered
     role_of: list[int]
-    parts: list[int]
     generated: list[bool]
     firsts: list[int]
     straddles: tuple[tuple[int, int, int], ...]
@@ -76,6 +76,14 @@ class Aligned:
     @property
     def n_tokens(self) -> int:
         return self.firsts[-1]
+
+    @property
+    def messages(self) -> list[int]:
+        return self.rendered.messages
+
+    @property
+    def parts(self) -> list[int]:
+        return self.rendered.parts
 
     @functools.cached_property
     def roles(self) -> list[int]:
@@ -98,20 +106,20 @@ class Aligned:
             out[self.unowned] = none
         return out
 
-    @functools.cached_property
+    @property
     def seg_message(self) -> np.ndarray:
         """``int32[n_segments]``."""
-        return np.array(self.messages, dtype=np.int32)
+        return self.rendered.seg_message
 
     @functools.cached_property
     def seg_role(self) -> np.ndarray:
         """``int8[n_segments]``."""
         return np.array(self.roles, dtype=np.int8)
 
-    @functools.cached_property
+    @property
     def seg_part(self) -> np.ndarray:
         """``int8[n_segments]``."""
-        return np.array(self.parts, dtype=np.int8)
+        return self.rendered.seg_part
 
     @functools.cached_property
     def seg_generated(self) -> np.ndarray:
@@ -247,9 +255,8 @@ def align(rendered: Rendered, encoded: Encoded, roles: tuple[int, ...], unowned:
     """
     firsts, straddles = first_tokens(encoded, rendered.bounds)
     return Aligned(
-        messages=rendered.messages,
+        rendered=rendered,
         role_of=[*roles, int(Role.NONE)],
-        parts=rendered.parts,
         generated=generated_segments(rendered, roles),
         firsts=firsts,
         straddles=tuple((token, a, b) for token, (a, b) in straddles.items()),
