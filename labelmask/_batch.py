@@ -33,6 +33,7 @@ from labelmask._mask import (
     _check_options,
     _check_processor,
     _finish_step,
+    _Options,
     _render_step,
     _Staged,
 )
@@ -117,7 +118,17 @@ def mask_conversations(
         raise ValueError(f"on_error={on_error!r}: use 'raise' or 'return'.")
     if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1:
         raise ValueError(f"chunk_size={chunk_size!r}: use a positive int.")
-    policy = _check_options(policy, return_tensors, template_kwargs, control_tokens, check)
+    options = _check_options(
+        policy,
+        return_tensors,
+        template_kwargs,
+        template=template,
+        verify=verify,
+        fallback=fallback,
+        add_eos=add_eos,
+        control_tokens=control_tokens,
+        check=check,
+    )
     if is_processor(processor):
         msg = (
             f"{type(processor).__name__} is a multimodal processor; mask_conversations batches text "
@@ -147,24 +158,10 @@ def mask_conversations(
 
     def render(i: int) -> _Staged | LabelmaskError:
         try:
-            conversation = conversations[i]
-            return _render_step(
-                conversation,
-                processor,
-                tokenizer,
-                tools[i],
-                policy,
-                template,
-                verify,
-                fallback,
-                add_eos,
-                template_kwargs,
-                control_tokens,
-            )
+            return _render_step(conversations[i], processor, tokenizer, tools[i], options)
         except LabelmaskError as exc:
             return _failed(exc, i, on_error)
 
-    finishing = dict(tokenizer=tokenizer, backend=backend, check=check)
     results: list[MaskedConversation | LabelmaskError] = []
     pool = _encoder()
     with _quick_handoff():
@@ -175,10 +172,10 @@ def mask_conversations(
             # The Rust tokenizer releases the GIL: this chunk tokenizes while the next renders.
             future = pool.submit(encode_batch, backend, texts)
             if pending is not None:
-                results.extend(_finish_chunk(*pending, len(results), policy, return_tensors, on_error, finishing))
+                results.extend(_finish_chunk(*pending, len(results), options, on_error, tokenizer, backend))
             pending = (staged, future)
         if pending is not None:
-            results.extend(_finish_chunk(*pending, len(results), policy, return_tensors, on_error, finishing))
+            results.extend(_finish_chunk(*pending, len(results), options, on_error, tokenizer, backend))
     return results
 
 
@@ -266,10 +263,10 @@ def _finish_chunk(
     staged: list[_Staged | LabelmaskError],
     future: Future,
     start: int,
-    policy: Policy,
-    return_tensors: str | None,
+    options: _Options,
     on_error: str,
-    finishing: dict[str, Any],
+    tokenizer: Any,
+    backend: Any,
 ) -> list[MaskedConversation | LabelmaskError]:
     encodings = iter(future.result())
     out: list[MaskedConversation | LabelmaskError] = []
@@ -279,7 +276,7 @@ def _finish_chunk(
             continue
         encoded: Encoded = next(encodings)
         try:
-            out.append(_finish_step(item, encoded, policy, return_tensors, **finishing))
+            out.append(_finish_step(item, encoded, options, tokenizer=tokenizer, backend=backend))
         except LabelmaskError as exc:
             out.append(_failed(exc, i, on_error))
     return out

@@ -379,24 +379,22 @@ def mask_conversation(
             **kwargs,
             **template_kwargs,
         )
-    policy = _check_options(policy, return_tensors, template_kwargs, control_tokens, check)
-    tokenizer, backend = _check_processor(processor, vision)
-    staged = _render_step(
-        messages,
-        processor,
-        tokenizer,
-        tools,
+    options = _check_options(
         policy,
-        template,
-        verify,
-        fallback,
-        add_eos,
+        return_tensors,
         template_kwargs,
-        control_tokens,
+        template=template,
+        verify=verify,
+        fallback=fallback,
+        add_eos=add_eos,
+        control_tokens=control_tokens,
+        check=check,
     )
-    checking = dict(tokenizer=tokenizer, backend=backend, check=check)
+    tokenizer, backend = _check_processor(processor, vision)
+    staged = _render_step(messages, processor, tokenizer, tools, options)
     if not vision:
-        return _finish_step(staged, encode(backend, staged.rendered.text), policy, return_tensors, **checking)
+        encoded = encode(backend, staged.rendered.text)
+        return _finish_step(staged, encoded, options, tokenizer=tokenizer, backend=backend)
     if staged.escape:
         message = staged.injected[0][0]
         msg = (
@@ -418,13 +416,13 @@ def mask_conversation(
     return _finish_step(
         staged._replace(rendered=rendered),
         encoded,
-        policy,
-        return_tensors,
+        options,
         vision=True,
         n_images=len(image_list),
         per_token=per_token,
         per_image=per_image,
-        **checking,
+        tokenizer=tokenizer,
+        backend=backend,
     )
 
 
@@ -447,14 +445,34 @@ class _Staged(NamedTuple):
     runs: Any = None  # _policy.Runs of the render, made before tokenizing; None: make them when finishing
 
 
+@dataclasses.dataclass(frozen=True)
+class _Options:
+    """What one call decides for every conversation it masks (checked once, by :func:`_check_options`)."""
+
+    policy: Policy
+    return_tensors: str | None
+    template: str | None
+    verify: bool
+    fallback: bool
+    add_eos: bool
+    control_tokens: str
+    check: str
+    template_kwargs: dict[str, Any]
+
+
 def _check_options(
     policy: Policy | None,
     return_tensors: str | None,
     template_kwargs: dict[str, Any],
+    *,
+    template: str | None = None,
+    verify: bool = False,
+    fallback: bool = True,
+    add_eos: bool = False,
     control_tokens: str = "keep",
     check: str = "off",
-) -> Policy:
-    """The policy to use; raises on options mask_conversation refuses."""
+) -> _Options:
+    """The call's options, the default policy filled in; raises on options mask_conversation refuses."""
     policy = _DEFAULT_POLICY if policy is None else policy
     if not isinstance(policy, Policy):
         raise TypeError(f"policy must be a labelmask.Policy, not {type(policy).__name__}")
@@ -467,7 +485,7 @@ def _check_options(
     for key, why in _REFUSED_KWARGS.items():
         if key in template_kwargs:
             raise ConversationError(f"mask_conversation does not take {key}=: {why}.")
-    return policy
+    return _Options(policy, return_tensors, template, verify, fallback, add_eos, control_tokens, check, template_kwargs)
 
 
 def _check_processor(processor: Any, vision: bool) -> tuple[Any, Any]:
@@ -484,21 +502,10 @@ def _check_processor(processor: Any, vision: bool) -> tuple[Any, Any]:
     return tokenizer, backend_of(tokenizer)
 
 
-def _render_step(
-    messages: Any,
-    processor: Any,
-    tokenizer: Any,
-    tools: Any,
-    policy: Policy,
-    template: str | None,
-    verify: bool,
-    fallback: bool,
-    add_eos: bool,
-    template_kwargs: dict[str, Any],
-    control_tokens: str = "keep",
-) -> _Staged:
+def _render_step(messages: Any, processor: Any, tokenizer: Any, tools: Any, options: _Options) -> _Staged:
+    template_kwargs, policy = options.template_kwargs, options.policy
     stock_source = _stock_source(processor, tools)
-    annotated = _resolve(stock_source, template, fallback)
+    annotated = _resolve(stock_source, options.template, options.fallback)
     content_format = annotated.content_format if annotated is not None else "text"
     conversation = normalize_conversation(messages, tools, content_format=content_format)
 
@@ -516,10 +523,10 @@ def _render_step(
         rendered, method = derive(stock_source, variables, conversation, name=name, processor=tokenizer, policy=policy)
     else:
         name, method = annotated.name, "annotated"
-        rendered = _render_annotated(annotated, stock_source, variables, len(conversation.messages), verify)
-    injected = control_tokens_in(tokenizer, conversation, control_tokens, name)
-    rendered, n_eos = _end_of_turn(rendered, conversation.roles, tokenizer, name, add_eos)
-    escape = bool(injected) and control_tokens == "escape"
+        rendered = _render_annotated(annotated, stock_source, variables, len(conversation.messages), options.verify)
+    injected = control_tokens_in(tokenizer, conversation, options.control_tokens, name)
+    rendered, n_eos = _end_of_turn(rendered, conversation.roles, tokenizer, name, options.add_eos)
+    escape = bool(injected) and options.control_tokens == "escape"
     # What the policy trains is decided per run of text before tokenizing; the tokens only place it.
     # (A processor expands image placeholders first, which moves the runs: planned after that.)
     message_ok = trained_messages(policy, conversation.roles, conversation.train)
@@ -532,8 +539,7 @@ def _render_step(
 def _finish_step(
     staged: _Staged,
     encoded: Encoded,
-    policy: Policy,
-    return_tensors: str | None,
+    options: _Options,
     *,
     vision: bool = False,
     n_images: int = 0,
@@ -541,8 +547,8 @@ def _finish_step(
     per_image: dict[str, np.ndarray] | None = None,
     tokenizer: Any = None,
     backend: Any = None,
-    check: str = "off",
 ) -> MaskedConversation:
+    policy, return_tensors, check = options.policy, options.return_tensors, options.check
     conversation, rendered, name, method, n_eos = staged[:5]
     if staged.escape:
         encoded = escape_if_injected(tokenizer, backend, rendered, encoded, staged.annotated, name)

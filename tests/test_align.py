@@ -22,7 +22,7 @@ import labelmask
 from labelmask import IGNORE_INDEX, Policy
 from labelmask._align import align
 from labelmask._encode import encode
-from labelmask._mask import _check_processor, _render_step
+from labelmask._mask import _check_options, _check_processor, _render_step
 from labelmask._policy import apply_policy
 from tests.test_invariants import CASES, NAMES
 
@@ -59,7 +59,7 @@ def test_run_labels_equal_segment_labels(name, tokenizers, data, policy):
 
     # The plain computation: every segment, the tokenizer's offsets, the policy per segment.
     tok, backend = _check_processor(tokenizer, False)
-    staged = _render_step(messages, tokenizer, tok, tools, policy, template, False, True, False, kwargs)
+    staged = _render_step(messages, tokenizer, tok, tools, _check_options(policy, None, kwargs, template=template))
     rendered = staged.rendered
     encoded = encode(backend, rendered.text)
     aligned = align(rendered, encoded, staged.conversation.roles)
