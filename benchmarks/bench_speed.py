@@ -43,8 +43,9 @@ host's doing; a two-process run of pure Python shows 1.1x to 2.0x from one secon
 next), so the two-process floor is the ceiling any batching could reach in that run. The
 three alternate (the order rotating), by wall clock (throughput) and by CPU, in at least 11
 such runs; the batched table also gives the batched ratio over only the runs in which two
-processes got at least 1.6x (``benchmarks/bench_host.py`` shows the host's two modes). Tables give medians over runs (of the per-run ratios). A sweep over 1 to 64
-exchanges gives each contender's CPU time per token (the plot).
+processes got at least 1.6x (``benchmarks/bench_host.py`` shows the host's two modes).
+Tables give medians over runs (of the per-run ratios). A sweep over 1 to 64 exchanges gives
+each contender's CPU time per token (the plot).
 
 Run from the repository root (12 to 25 minutes on the project's shared 2-core machine)::
 
