@@ -48,3 +48,7 @@ class Part(enum.IntEnum):
     EOT = 5  # the end-of-turn marker written after the message (<|im_end|>, <|eot_id|>)
     TEMPLATE = 6  # other template text inside a message's turn (separators, newlines)
     IMAGE = 7  # image placeholders and image-structure tokens; never trained
+    # An empty reasoning block the template wrote into a reply whose message carried no reasoning
+    # (Qwen3.5's, Nemotron 3's <think>\n\n</think>): not the model's words; trained only under
+    # Policy(empty_reasoning=True), see Policy.
+    EMPTY_REASONING = 8

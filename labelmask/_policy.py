@@ -58,6 +58,12 @@ class Policy:
         on_empty: When no token is trained: ``"raise"``
             :class:`~labelmask.errors.NothingToTrainError`, or ``"keep"`` the
             sample (its report says ``n_trained == 0``).
+        empty_reasoning: Train an empty reasoning block that the template wrote into a
+            reply whose message carried no reasoning (:attr:`Part.EMPTY_REASONING`; Qwen3.5's
+            and Nemotron 3's ``<think>\n\n</think>``). Off by default: the data never said
+            the model skips thinking there, and training the block teaches it to (users of
+            hybrid-thinking models report thinking eroded by such samples). Turn it on to
+            train a model that answers without thinking on such data.
         last_turn_only: Train only the last message whose role is in ``roles``
             (usually the final assistant reply); earlier ones get no loss. An
             assistant message that makes tool calls and the reply after their
@@ -85,6 +91,7 @@ class Policy:
     straddle: Literal["train", "drop"] = "train"
     on_empty: Literal["raise", "keep"] = "raise"
     last_turn_only: bool = False
+    empty_reasoning: bool = False
 
     def __post_init__(self) -> None:
         roles = frozenset([self.roles] if isinstance(self.roles, str) else self.roles)
@@ -109,6 +116,7 @@ class Policy:
         off += [] if self.reasoning else [Part.REASONING]
         off += [] if self.tool_calls else [Part.TOOL_CALLS]
         off += [] if self.eot else [Part.EOT]
+        off += [] if self.empty_reasoning else [Part.EMPTY_REASONING]
         part_ok[off] = False
         return role_ok, part_ok
 

@@ -130,6 +130,16 @@ CASES = {
     "mistral-v3": Case(mistral_conversations(version="v3", tools=True), "</s>"),
     "mistral-v7": Case(mistral_conversations(version="v7", tools=True), "</s>"),
     "mistral-v3-tekken": Case(mistral_conversations(version="v3-tekken", tools=True), "</s>"),
+    # --- qwen3.5-3.8 and qwen3-vl: begin ---
+    # --- qwen3.5-3.8 and qwen3-vl: end ---
+    # --- gpt-oss (Harmony): begin ---
+    # --- gpt-oss (Harmony): end ---
+    # --- glm-4.5 and deepseek v3/r1: begin ---
+    # --- glm-4.5 and deepseek v3/r1: end ---
+    # --- nemotron 3 and muse-glimmer: begin ---
+    # --- nemotron 3 and muse-glimmer: end ---
+    # --- gemma 4 and diffusion-gemma: begin ---
+    # --- gemma 4 and diffusion-gemma: end ---
 }
 NAMES = sorted(CASES)
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from labelmask._mask import MaskedConversation, mask_conversation
 from labelmask._parts import Role
-from labelmask._policy import IGNORE_INDEX
+from labelmask._policy import IGNORE_INDEX, Policy
 
 __all__ = ["CHECKS", "Expect", "Sample", "check_sample"]
 
@@ -57,6 +57,7 @@ class Sample:
     kwargs: dict
     out: MaskedConversation
     expect: Expect
+    policy: Policy = dataclasses.field(default_factory=Policy)
 
     @classmethod
     def mask(
@@ -66,11 +67,15 @@ class Sample:
         tools: list | None = None,
         expect: Expect | None = None,
         template: str | None = None,
+        policy: Policy | None = None,
         **kwargs: Any,
     ) -> Sample:
         expect = Expect() if expect is None else expect
-        out = mask_conversation(messages, tokenizer, tools=tools, return_tensors="np", template=template, **kwargs)
-        return cls(tokenizer, messages, tools, kwargs, out, expect)
+        policy = Policy() if policy is None else policy
+        out = mask_conversation(
+            messages, tokenizer, tools=tools, return_tensors="np", template=template, policy=policy, **kwargs
+        )
+        return cls(tokenizer, messages, tools, kwargs, out, expect, policy)
 
     def stock_input(self, messages: list) -> list:
         if not self.expect.parts:
@@ -214,6 +219,8 @@ def check_completeness(d: Sample) -> None:
     for span in d.out.spans:
         if span.kind == "image":
             region[span.start : span.end] = False  # image placeholders are never trained
+        elif span.kind == "empty_reasoning" and not d.policy.empty_reasoning:
+            region[span.start : span.end] = False  # template-inserted, trained only when the policy says so
     uncovered = np.flatnonzero(region & ~trained_cover)
     for c in uncovered:
         covering = [t for t, (a, b) in enumerate(d.out.offsets) if a <= c < b]
