@@ -24,7 +24,7 @@ import numpy as np
 
 from labelmask._encode import Encoded
 from labelmask._parts import Part, Role
-from labelmask._render import Rendered
+from labelmask._rendered import Rendered
 from labelmask.errors import TokenizerError
 
 __all__ = ["Aligned", "align", "first_tokens", "generated_segments"]

@@ -28,16 +28,9 @@ from contextlib import contextmanager
 from typing import Any
 
 from labelmask._encode import Encoded, encode_batch
-from labelmask._mask import (
-    MaskedConversation,
-    _check_options,
-    _check_processor,
-    _finish_step,
-    _Options,
-    _render_step,
-    _Staged,
-)
+from labelmask._pipeline import Options, Staged, check_options, check_processor, finish_step, render_step
 from labelmask._policy import Policy
+from labelmask._result import MaskedConversation
 from labelmask._vision import is_processor
 from labelmask.errors import LabelmaskError, TokenizerError
 
@@ -118,16 +111,16 @@ def mask_conversations(
         raise ValueError(f"on_error={on_error!r}: use 'raise' or 'return'.")
     if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1:
         raise ValueError(f"chunk_size={chunk_size!r}: use a positive int.")
-    options = _check_options(
-        policy,
-        return_tensors,
-        template_kwargs,
+    options = check_options(
+        policy=policy,
+        return_tensors=return_tensors,
         template=template,
         verify=verify,
         fallback=fallback,
         add_eos=add_eos,
         control_tokens=control_tokens,
         check=check,
+        **template_kwargs,
     )
     if is_processor(processor):
         msg = (
@@ -136,7 +129,7 @@ def mask_conversations(
             "or pass processor.tokenizer for text-only ones."
         )
         raise TokenizerError(msg)
-    tokenizer, backend = _check_processor(processor, vision=False)
+    tokenizer, backend = check_processor(processor, vision=False)
     conversations = list(conversations)
     if tools is None:
         tools = [None] * len(conversations)
@@ -156,9 +149,9 @@ def mask_conversations(
                 )
                 raise ValueError(msg)
 
-    def render(i: int) -> _Staged | LabelmaskError:
+    def render(i: int) -> Staged | LabelmaskError:
         try:
-            return _render_step(conversations[i], processor, tokenizer, tools[i], options)
+            return render_step(conversations[i], processor, tokenizer, tools[i], options)
         except LabelmaskError as exc:
             return _failed(exc, i, on_error)
 
@@ -168,7 +161,7 @@ def mask_conversations(
         pending: tuple[list, Future] | None = None
         for lo, hi in _chunks(len(conversations), chunk_size):
             staged = [render(i) for i in range(lo, hi)]
-            texts = [s.rendered.text for s in staged if isinstance(s, _Staged)]
+            texts = [s.rendered.text for s in staged if isinstance(s, Staged)]
             # The Rust tokenizer releases the GIL: this chunk tokenizes while the next renders.
             future = pool.submit(encode_batch, backend, texts)
             if pending is not None:
@@ -260,10 +253,10 @@ def _chunks(n: int, size: int, cores: int | None = None) -> list[tuple[int, int]
 
 
 def _finish_chunk(
-    staged: list[_Staged | LabelmaskError],
+    staged: list[Staged | LabelmaskError],
     future: Future,
     start: int,
-    options: _Options,
+    options: Options,
     on_error: str,
     tokenizer: Any,
     backend: Any,
@@ -271,12 +264,12 @@ def _finish_chunk(
     encodings = iter(future.result())
     out: list[MaskedConversation | LabelmaskError] = []
     for i, item in enumerate(staged, start):
-        if not isinstance(item, _Staged):
+        if not isinstance(item, Staged):
             out.append(item)
             continue
         encoded: Encoded = next(encodings)
         try:
-            out.append(_finish_step(item, encoded, options, tokenizer=tokenizer, backend=backend))
+            out.append(finish_step(item, encoded, options, tokenizer=tokenizer, backend=backend))
         except LabelmaskError as exc:
             out.append(_failed(exc, i, on_error))
     return out

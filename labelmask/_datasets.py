@@ -27,6 +27,7 @@ from typing import Any
 
 from labelmask._mask import mask_conversation
 from labelmask._policy import Policy
+from labelmask._registry import REGISTRY
 from labelmask._vision import is_processor
 from labelmask.errors import ConversationError, LabelmaskError
 
@@ -361,23 +362,13 @@ def _has_struct(feature: Any) -> bool:
 
 
 def _registered() -> dict[str, Any]:
-    from labelmask._registry import _LOCK, _REGISTERED
-
-    with _LOCK:
-        return dict(_REGISTERED)
+    return REGISTRY.snapshot()
 
 
 def _sync_registry(registered: dict[str, Any]) -> None:
     """Make this process know the parent's runtime registrations (a spawned worker starts without them)."""
-    from labelmask._registry import _LOCK, _REGISTERED, _on_change
-
-    if not registered:
-        return
-    with _LOCK:
-        missing = {name: t for name, t in registered.items() if _REGISTERED.get(name) != t}
-        _REGISTERED.update(missing)
-    if missing:
-        _on_change()
+    if registered:
+        REGISTRY.restore(registered, replace=False)
 
 
 @lru_cache(maxsize=1)

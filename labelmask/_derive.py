@@ -42,7 +42,8 @@ import jinja2
 from labelmask._messages import Conversation
 from labelmask._parts import Part, Role
 from labelmask._policy import Policy
-from labelmask._render import _LOOP_NAMES, Rendered, compile_template, render_annotated, render_stock
+from labelmask._render import LOOP_NAMES, compile_template, render_annotated, render_stock
+from labelmask._rendered import TURN_KIND, Rendered
 from labelmask.errors import AnnotationError, RenderParityError, TemplateRaisedError, UnverifiedTemplateError
 
 __all__ = ["derive"]
@@ -50,7 +51,6 @@ __all__ = ["derive"]
 _GENERATION_TAG = re.compile(r"\{%-?\s*generation\s*-?%\}")
 _ASSISTANT = int(Role.ASSISTANT)
 _PROBE = "labelmask probe"
-_TURN = -1
 
 _specials_cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
@@ -162,7 +162,7 @@ def _from_generation_blocks(
     except AnnotationError:
         why = (
             "a {% generation %} block is neither inside a loop over the messages (variable "
-            f"{' / '.join(_LOOP_NAMES)}) nor after another block"
+            f"{' / '.join(LOOP_NAMES)}) nor after another block"
         )
         raise _refuse(name, why) from None
     owners = {message for kind, message, _, _ in rendered.spans if kind == int(Part.CONTENT)}
@@ -265,10 +265,10 @@ def _differential(
             if start is not None:
                 bounds.append((start, j if end is not None else -1, int(Part.NONE)))
             if start is not None and end is not None:
-                spans.append((_TURN, j, start, end))
+                spans.append((TURN_KIND, j, start, end))
             continue
         assert start is not None and end is not None  # checked above
-        spans.append((_TURN, j, start, end))
+        spans.append((TURN_KIND, j, start, end))
         prompt = render(j, add_generation_prompt=True)
         if not text.startswith(prompt):
             raise _refuse(name, "the turn does not start with the generation prompt a model would be given", j)

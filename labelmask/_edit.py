@@ -22,14 +22,13 @@ from typing import NamedTuple
 import numpy as np
 
 from labelmask._parts import Part
-from labelmask._render import Rendered
+from labelmask._rendered import TURN_KIND, Rendered
 from labelmask.errors import AnnotationError
 
 __all__ = ["Edit", "apply_edits", "eos_edits"]
 
 _EOT = int(Part.EOT)
 _HEADER = int(Part.HEADER)
-_TURN = -1  # kind code of a turn span
 
 
 class Edit(NamedTuple):
@@ -127,7 +126,7 @@ def apply_edits(rendered: Rendered, edits: list[Edit], *, name: str) -> Rendered
         if kind == _EOT and m >= 0:
             eots[m] = (s, e)
             # An end of turn inserted where its message's turn ended belongs to that turn.
-            spans = [(k, o, a, e if (k == _TURN and o == m and b == s) else b) for k, o, a, b in spans]
+            spans = [(k, o, a, e if (k == TURN_KIND and o == m and b == s) else b) for k, o, a, b in spans]
     return Rendered(
         text="".join(pieces),
         bounds=[0, *accumulate(lengths)],
@@ -147,7 +146,7 @@ def eos_edits(rendered: Rendered, roles: tuple[int, ...], assistant: int, eos: s
     """
     last_end: dict[int, int] = {}
     for kind, m, _, end in rendered.spans:
-        if 0 <= m < len(roles) and roles[m] == assistant and kind not in (_TURN, _HEADER, _EOT):
+        if 0 <= m < len(roles) and roles[m] == assistant and kind not in (TURN_KIND, _HEADER, _EOT):
             last_end[m] = max(end, last_end.get(m, -1))
     edits = []
     for m, role in enumerate(roles):

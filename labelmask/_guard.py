@@ -334,7 +334,7 @@ def check_labels(
     n_seg = len(seg_message)
     if n_seg == 0:
         if trained.any():
-            _fail(name, None, "tokens are trained in a render with no message")
+            fail(name, None, "tokens are trained in a render with no message")
         return
     _, part_ok = policy._tables
     message_ok = np.asarray(message_ok, dtype=bool)
@@ -378,7 +378,7 @@ def check_labels(
             r = int(np.flatnonzero(wrong)[0])
             a, b = int(run_start[r]), int(run_end[r])
             m = int(run_message[r])
-            _fail(name, m, f"trained tokens cover {text[a:b]!r:.120} (characters {a}..{b}), outside a trained reply")
+            fail(name, m, f"trained tokens cover {text[a:b]!r:.120} (characters {a}..{b}), outside a trained reply")
 
     if not full:
         return
@@ -390,7 +390,7 @@ def check_labels(
         decoded = backend.decode(ids[run_first[r] : run_last[r] + 1].tolist(), skip_special_tokens=False)
         if not _decodes_to(decoded, text[a:b]) and not _decodes_to(decoded, text[a : _tiled_end(encoded, run_last[r])]):
             m = int(aligned.token_message[run_first[r]])
-            _fail(name, m, f"trained tokens decode to {decoded!r:.120} but cover {text[a:b]!r:.120}")
+            fail(name, m, f"trained tokens decode to {decoded!r:.120} but cover {text[a:b]!r:.120}")
 
     # 3. Every trained segment is covered, but where a token the policy dropped also covers blocked text.
     segs = np.flatnonzero(seg_trained)
@@ -448,7 +448,7 @@ def _check_uncovered(
             back -= 1
             t = encoding.char_to_token(back)
         if t is None:
-            _fail(name, int(seg_message[k]), f"character {pos} ({text[pos]!r}) is covered by no token")
+            fail(name, int(seg_message[k]), f"character {pos} ({text[pos]!r}) is covered by no token")
         a, b = encoding.token_to_chars(t)
         if trained[t]:
             # The token before an unclaimed character is trained: that character is its.
@@ -463,11 +463,11 @@ def _check_uncovered(
             and header_ok[k0]
         ):
             msg = f"token {t} ({text[a:b]!r:.60}) lies inside a trained reply but is not trained"
-            _fail(name, int(seg_message[k]), msg)
+            fail(name, int(seg_message[k]), msg)
         pos = max(pos + 1, b)
 
 
-def _fail(name: str, message_index: int | None, what: str) -> None:
+def fail(name: str, message_index: int | None, what: str) -> None:
     where = f"message {message_index}" if message_index is not None and message_index >= 0 else "the sample"
     msg = (
         f"Fail-closed check, template {name!r}, {where}: {what}. labelmask refuses to return labels it cannot "

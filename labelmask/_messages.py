@@ -14,13 +14,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from labelmask._parts import ROLE_ALIASES
+from labelmask._rendered import RESERVED
 from labelmask.errors import ConversationError
 
 __all__ = ["Conversation", "normalize_conversation", "plain_kwargs"]
@@ -77,10 +77,6 @@ def _weight(value: Any, index: int) -> float:
     return weight
 
 
-# labelmask's span markers; input text may not contain them.
-_RESERVED = re.compile("[\ufdd0-\ufdef]")
-
-
 class _ReservedCharacter(Exception):
     pass
 
@@ -100,7 +96,7 @@ def _plain(value: Any) -> Any:
     """Copy into plain JSON types; other objects (images, arrays) become inert names."""
     cls = type(value)
     if cls is str:
-        if _RESERVED.search(value):
+        if RESERVED.search(value):
             raise _ReservedCharacter
         return value
     # The plain types first, by identity: this copies every tool schema and tool call of every sample.
@@ -222,7 +218,7 @@ def normalize_conversation(
             role = message.get("role")
             content = message.get("content")
             if type(content) is str and type(role) is str and role in _ROLE_CODE:
-                if _RESERVED.search(content):
+                if RESERVED.search(content):
                     _raise_reserved(i)
                 out.append(
                     {

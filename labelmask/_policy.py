@@ -34,7 +34,8 @@ import numpy as np
 
 from labelmask._align import Aligned
 from labelmask._parts import ROLE_ALIASES, Part, Role
-from labelmask._render import Rendered
+from labelmask._rendered import Rendered
+from labelmask.errors import OptionError
 
 __all__ = ["IGNORE_INDEX", "Policy", "Runs", "Trained", "apply_policy", "label_runs", "plan_runs", "trained_messages"]
 
@@ -98,12 +99,12 @@ class Policy:
         unknown = roles - {"system", "user", "assistant", "tool"}
         if unknown:
             msg = f"Policy(roles=...) got unknown roles {sorted(unknown)}; use system, user, assistant, tool."
-            raise ValueError(msg)
+            raise OptionError(msg)
         object.__setattr__(self, "roles", roles)
         if self.straddle not in ("train", "drop"):
-            raise ValueError(f"Policy(straddle={self.straddle!r}): use 'train' or 'drop'.")
+            raise OptionError(f"Policy(straddle={self.straddle!r}): use 'train' or 'drop'.")
         if self.on_empty not in ("raise", "keep"):
-            raise ValueError(f"Policy(on_empty={self.on_empty!r}): use 'raise' or 'keep'.")
+            raise OptionError(f"Policy(on_empty={self.on_empty!r}): use 'raise' or 'keep'.")
 
     @functools.cached_property
     def _tables(self) -> tuple[np.ndarray, np.ndarray]:

@@ -27,10 +27,9 @@ from pathlib import Path
 
 from labelmask.errors import AnnotationError, TemplateNotFoundError
 
-__all__ = ["AnnotatedTemplate", "find_template", "get_template", "register_template", "template_hash", "templates"]
+__all__ = ["REGISTRY", "AnnotatedTemplate", "Registry", "register_template", "template_hash", "templates"]
 
 _HEADER_RE = re.compile(r"\A\{#-?\s*labelmask\s*\n(.*?)\n\s*-?#\}", re.S)
-_LOCK = threading.Lock()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,13 +103,98 @@ def _builtin() -> dict[str, AnnotatedTemplate]:
     return found
 
 
-_REGISTERED: dict[str, AnnotatedTemplate] = {}
+class Registry:
+    """The annotated templates known to this process, and the cache of which one a stock template takes.
+
+    The shipped annotations (``templates/``) are read once; templates registered at run time
+    come on top and win over a shipped one of the same name or for the same stock template.
+    :meth:`lookup` is what the pipeline asks per conversation: cached on the stock source, and
+    the cache is cleared by every change (register, restore). Worker processes that start
+    without the parent's registrations receive them as a :meth:`snapshot` and :meth:`restore` it.
+    Thread-safe: one lock guards the registrations; the cache holds immutable values.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._registered: dict[str, AnnotatedTemplate] = {}
+        self.lookup = lru_cache(maxsize=128)(self._lookup)
+
+    def templates(self) -> dict[str, AnnotatedTemplate]:
+        """Every known annotated template by name: the shipped ones, then registered ones."""
+        with self._lock:
+            return {**_builtin(), **self._registered}
+
+    def register(self, template: AnnotatedTemplate) -> None:
+        with self._lock:
+            self._registered[template.name] = template
+        self.lookup.cache_clear()
+
+    def snapshot(self) -> dict[str, AnnotatedTemplate]:
+        """The run-time registrations (picklable), for :meth:`restore` in this or another process."""
+        with self._lock:
+            return dict(self._registered)
+
+    def restore(self, snapshot: dict[str, AnnotatedTemplate], *, replace: bool = True) -> None:
+        """Make the run-time registrations ``snapshot``'s (``replace=False``: add them to the current ones)."""
+        with self._lock:
+            if not replace and all(self._registered.get(k) == v for k, v in snapshot.items()):
+                return
+            if replace:
+                self._registered.clear()
+            self._registered.update(snapshot)
+        self.lookup.cache_clear()
+
+    def get(self, name: str) -> AnnotatedTemplate:
+        """The annotated template called ``name``."""
+        known = self.templates()
+        if name not in known:
+            msg = f"No annotated template named {name!r}. Known: {', '.join(sorted(known))}."
+            raise TemplateNotFoundError(msg, template=name)
+        return known[name]
+
+    def find(self, stock_source: str) -> AnnotatedTemplate:
+        """The annotated template registered for this stock template (a run-time registration first).
+
+        Raises:
+            TemplateNotFoundError: no annotation matches; the message shows the hash
+                and first line, and how to register one.
+        """
+        digest = template_hash(stock_source)
+        with self._lock:
+            candidates = [*self._registered.values(), *_builtin().values()]
+        for template in candidates:
+            if digest in template.matches:
+                return template
+        first = next((line.strip() for line in stock_source.strip().splitlines() if line.strip()), "")
+        msg = (
+            f"No annotated template matches this tokenizer's chat template ({digest}, first line {first[:80]!r}). "
+            "labelmask needs an annotated copy of the template to know where each message is. Write one "
+            "(see docs/annotating.md) and register it with "
+            "labelmask.register_template(name, annotated_source, matches=[tokenizer.chat_template]), "
+            "or pass template='<name>' if a known annotation renders the same text."
+        )
+        raise TemplateNotFoundError(msg)
+
+    def _lookup(self, stock_source: str, name: str | None, fallback: bool) -> AnnotatedTemplate | None:
+        """The annotation to use: ``name``'s, else the one matching ``stock_source``; ``None`` (with
+        ``fallback``) to derive the spans from the stock template itself."""
+        if name is not None:
+            return self.get(name)
+        try:
+            return self.find(stock_source)
+        except TemplateNotFoundError:
+            if fallback:
+                return None
+            raise
+
+
+REGISTRY = Registry()
+"""The process's registry: what :func:`register_template` adds to and the pipeline looks up."""
 
 
 def templates() -> dict[str, AnnotatedTemplate]:
     """Every known annotated template by name: the shipped ones, then registered ones."""
-    with _LOCK:
-        return {**_builtin(), **_REGISTERED}
+    return REGISTRY.templates()
 
 
 def register_template(
@@ -123,7 +207,8 @@ def register_template(
         annotated_source: The annotated Jinja source (see docs/annotating.md); a
             ``{#- labelmask`` metadata header is optional here.
         matches: Stock chat template sources this annotation reproduces; a
-            tokenizer whose ``chat_template`` is one of them is matched to it.
+            tokenizer whose ``chat_template`` is one of them is matched to it (before
+            any shipped annotation for the same stock template).
         content_format: ``"text"``, or ``"parts"`` to wrap string content as one text part.
 
     Returns:
@@ -148,44 +233,5 @@ def register_template(
         content_format=content_format,
         origin="registered at run time",
     )
-    with _LOCK:
-        _REGISTERED[name] = template
-    _on_change()
+    REGISTRY.register(template)
     return template
-
-
-def _on_change() -> None:
-    from labelmask._mask import _resolve
-
-    _resolve.cache_clear()
-
-
-def get_template(name: str) -> AnnotatedTemplate:
-    """The annotated template called ``name``."""
-    known = templates()
-    if name not in known:
-        msg = f"No annotated template named {name!r}. Known: {', '.join(sorted(known))}."
-        raise TemplateNotFoundError(msg, template=name)
-    return known[name]
-
-
-def find_template(stock_source: str) -> AnnotatedTemplate:
-    """The annotated template registered for this stock template.
-
-    Raises:
-        TemplateNotFoundError: no annotation matches; the message shows the hash
-            and first line, and how to register one.
-    """
-    digest = template_hash(stock_source)
-    for template in templates().values():
-        if digest in template.matches:
-            return template
-    first = next((line.strip() for line in stock_source.strip().splitlines() if line.strip()), "")
-    msg = (
-        f"No annotated template matches this tokenizer's chat template ({digest}, first line {first[:80]!r}). "
-        "labelmask needs an annotated copy of the template to know where each message is. Write one "
-        "(see docs/annotating.md) and register it with "
-        "labelmask.register_template(name, annotated_source, matches=[tokenizer.chat_template]), "
-        "or pass template='<name>' if a known annotation renders the same text."
-    )
-    raise TemplateNotFoundError(msg)

@@ -23,18 +23,16 @@ characters (transformers' ``{% generation %}`` tracker) is wrong. A filter appli
 *around* a span (``{{ x | trim }}`` where ``x`` holds a tagged block) would see the
 sentinels: a cut marker raises (unbalanced), and a changed text is caught by
 ``verify=True`` and by the property suite, which renders the stock template and
-compares.
+compares. The marker codec and the decoding pass live in ``_rendered`` (no Jinja there),
+with the :class:`~labelmask._rendered.Rendered` result every later stage reads.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 import json
 from datetime import datetime
 from functools import lru_cache
-from itertools import islice
-from typing import Any, NamedTuple
+from typing import Any
 
 import jinja2
 import jinja2.ext
@@ -42,114 +40,20 @@ import jinja2.nodes
 import jinja2.runtime
 import jinja2.sandbox
 import jinja2.utils
-import numpy as np
 
-from labelmask._parts import Part
+from labelmask._rendered import (
+    CLOSE_MARKER,
+    INDEX_BMP,
+    INDEX_CHARS,
+    INDEXED_CHAR,
+    KIND_CHAR,
+    KINDS,
+    OPEN,
+    Rendered,
+    decode,
+    index_char,
+)
 from labelmask.errors import AnnotationError, RenderParityError, TemplateRaisedError
-
-__all__ = ["Rendered", "Span", "named_spans", "compile_template", "render_annotated", "render_stock"]
-
-# Every marker is _OPEN then one code character: _CLOSE ends the innermost span; a kind
-# character opens a span of that kind, one of U+FDD2.. when the span names no message (it
-# takes the enclosing one), one of U+FDE0.. when it does, then followed by one character
-# that is the message index (see _index_char). So the render splits on _OPEN alone (a
-# str.split, several times cheaper than a regular expression) and each piece says by its
-# first one or two characters what marker it follows. The index character is read by its
-# place, never searched for, so message text may contain such characters.
-_OPEN = "\ufdd0"
-_CLOSE = "\ufdd1"
-_KINDS = ("turn",) + tuple(p.name.lower() for p in Part if p is not Part.NONE)
-_KIND_CHAR = {k: chr(0xFDD2 + i) for i, k in enumerate(_KINDS)}  # a span that names no message
-_INDEXED_CHAR = {k: chr(0xFDE0 + i) for i, k in enumerate(_KINDS)}  # a span that names one
-_TURN = -1  # kind code of "turn" in the parsed span table (parts use Part values)
-# Message i is written as chr(0x4E00 + i) (CJK ideographs: no filter such as upper() or trim
-# changes them), and from message 20992 on as chr(0x20000 + i - 20992).
-_INDEX_BASE = 0x4E00
-_INDEX_BMP = 0xA000 - _INDEX_BASE
-_INDEX_CHARS = [chr(_INDEX_BASE + i) for i in range(_INDEX_BMP)]
-
-
-def _index_char(index: int) -> str:
-    if 0 <= index < _INDEX_BMP:
-        return _INDEX_CHARS[index]
-    if _INDEX_BMP <= index < 0xE0000 - 0x20000 + _INDEX_BMP:
-        return chr(0x20000 + index - _INDEX_BMP)
-    raise AnnotationError(f"a span names message {index}, which is out of range")
-
-
-def _index_of(char: str) -> int:
-    code = ord(char)
-    return code - _INDEX_BASE if code < 0x20000 else code - 0x20000 + _INDEX_BMP
-
-
-def _code_table() -> dict[str, tuple[int, int, bool]]:
-    """code character -> (kind code, part of the text directly inside such a span, names a message)."""
-    table = {}
-    for kind in _KINDS:
-        codes = (_TURN, int(Part.TEMPLATE)) if kind == "turn" else (int(Part[kind.upper()]),) * 2
-        table[_KIND_CHAR[kind]] = (*codes, False)
-        table[_INDEXED_CHAR[kind]] = (*codes, True)
-    return table
-
-
-_CODES = _code_table()
-_CLOSE_MARKER = _OPEN + _CLOSE
-_HEADER = int(Part.HEADER)
-_EOT = int(Part.EOT)
-
-
-class Span(NamedTuple):
-    """One tagged block: ``text[start:end]`` is ``kind`` (``"turn"`` or a part name) of message ``message``."""
-
-    kind: str
-    message: int
-    start: int
-    end: int
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class Rendered:
-    """The rendered text and where each message's parts are in it.
-
-    Segments are the non-empty runs of text between span markers; they tile the
-    text, and each lies wholly inside one part of one message. The segment table is
-    kept as Python lists (a conversation has a few dozen segments, and the stages
-    after this one walk them in Python); ``seg_start``, ``seg_message`` and
-    ``seg_part`` are the same as numpy arrays, made on first use.
-
-    Attributes:
-        text: The rendered conversation, identical to the stock template's render.
-        bounds: ``n_segments + 1`` ints, where each segment starts, then ``len(text)``.
-        messages: The message of each segment, -1 for none.
-        parts: The :class:`Part` of each segment.
-        headers: ``{message index: (start, end)}`` of each message's header span (the last one if several).
-        eots: ``{message index: (start, end)}`` of each message's end-of-turn span.
-        spans: Every tagged block as ``(kind, message, start, end)``, kind a
-            :class:`Part` value or -1 for a turn (see :func:`named_spans`).
-    """
-
-    text: str
-    bounds: list[int]
-    messages: list[int]
-    parts: list[int]
-    headers: dict[int, tuple[int, int]]
-    eots: dict[int, tuple[int, int]]
-    spans: tuple[tuple[int, int, int, int], ...]
-
-    @functools.cached_property
-    def seg_start(self) -> np.ndarray:
-        """``int64[n_segments + 1]``: :attr:`bounds` as an array."""
-        return np.array(self.bounds, dtype=np.int64)
-
-    @functools.cached_property
-    def seg_message(self) -> np.ndarray:
-        """``int32[n_segments]``: :attr:`messages` as an array."""
-        return np.array(self.messages, dtype=np.int32)
-
-    @functools.cached_property
-    def seg_part(self) -> np.ndarray:
-        """``int8[n_segments]``: :attr:`parts` as an array."""
-        return np.array(self.parts, dtype=np.int8)
 
 
 class _SpanExtension(jinja2.ext.Extension):
@@ -181,13 +85,13 @@ class _SpanExtension(jinja2.ext.Extension):
             # the template's loop variable (looked up by identity, as spans are). Loop variables are
             # compiled to locals, so the usual names are read directly; a block where none holds a
             # message (Phi-3's closing eos after the loop) names none (see render_annotated).
-            names = jinja2.nodes.Tuple([jinja2.nodes.Name(n, "load") for n in _LOOP_NAMES], "load")
+            names = jinja2.nodes.Tuple([jinja2.nodes.Name(n, "load") for n in LOOP_NAMES], "load")
             opening = [jinja2.nodes.Filter(names, "labelmask_owner", [], [], None, None)]
-            close = jinja2.nodes.Output([jinja2.nodes.TemplateData(_CLOSE_MARKER)])
+            close = jinja2.nodes.Output([jinja2.nodes.TemplateData(CLOSE_MARKER)])
             return [jinja2.nodes.Output(opening).set_lineno(lineno), *body, close]
         kind = parser.parse_expression()
-        if not isinstance(kind, jinja2.nodes.Const) or kind.value not in _KIND_CHAR:
-            parser.fail(f"a span's kind must be one of {', '.join(map(repr, _KINDS))}", lineno)
+        if not isinstance(kind, jinja2.nodes.Const) or kind.value not in KIND_CHAR:
+            parser.fail(f"a span's kind must be one of {', '.join(map(repr, KINDS))}", lineno)
         message: jinja2.nodes.Expr = jinja2.nodes.Const(None)
         if parser.stream.skip_if("comma"):
             message = parser.parse_expression()
@@ -198,13 +102,13 @@ class _SpanExtension(jinja2.ext.Extension):
         if mode == "trace":
             call = self.call_method("_annotate", [kind, message])
             return jinja2.nodes.CallBlock(call, [], [], body).set_lineno(lineno)
-        opening: list[jinja2.nodes.Expr] = [jinja2.nodes.TemplateData(_OPEN + _KIND_CHAR[kind.value])]
+        opening: list[jinja2.nodes.Expr] = [jinja2.nodes.TemplateData(OPEN + KIND_CHAR[kind.value])]
         if not (isinstance(message, jinja2.nodes.Const) and message.value is None):
             opening = [
-                jinja2.nodes.TemplateData(_OPEN + _INDEXED_CHAR[kind.value]),
+                jinja2.nodes.TemplateData(OPEN + INDEXED_CHAR[kind.value]),
                 jinja2.nodes.Filter(message, "labelmask_index", [], [], None, None),
             ]
-        close = jinja2.nodes.Output([jinja2.nodes.TemplateData(_CLOSE_MARKER)])
+        close = jinja2.nodes.Output([jinja2.nodes.TemplateData(CLOSE_MARKER)])
         return [jinja2.nodes.Output(opening).set_lineno(lineno), *body, close]
 
     @jinja2.pass_context
@@ -217,20 +121,20 @@ class _SpanExtension(jinja2.ext.Extension):
                 exc.labelmask_message_index = _message_index(context, message)  # type: ignore[attr-defined]
             raise
         if message is None:
-            return f"{_OPEN}{_KIND_CHAR[kind]}{body}{_CLOSE_MARKER}"
-        index = _index_char(_message_index(context, message))
-        return f"{_OPEN}{_INDEXED_CHAR[kind]}{index}{body}{_CLOSE_MARKER}"
+            return f"{OPEN}{KIND_CHAR[kind]}{body}{CLOSE_MARKER}"
+        index = index_char(_message_index(context, message))
+        return f"{OPEN}{INDEXED_CHAR[kind]}{index}{body}{CLOSE_MARKER}"
 
 
 @jinja2.pass_context
 def _index_filter(context: Any, message: Any) -> str:
     # A filter, not a method call: compiled templates call filters directly, outside the sandbox's call checks.
-    if type(message) is int and 0 <= message < _INDEX_BMP:
-        return _INDEX_CHARS[message]
-    return _index_char(_message_index(context, message))
+    if type(message) is int and 0 <= message < INDEX_BMP:
+        return INDEX_CHARS[message]
+    return index_char(_message_index(context, message))
 
 
-_LOOP_NAMES = ("message", "m", "msg", "turn", "item", "entry")
+LOOP_NAMES = ("message", "m", "msg", "turn", "item", "entry")
 
 
 @jinja2.pass_context
@@ -240,8 +144,8 @@ def _owner_filter(context: Any, candidates: tuple) -> str:
     for candidate in candidates:
         for i, message in enumerate(messages):
             if candidate is message:
-                return _OPEN + _INDEXED_CHAR["content"] + _index_char(i)
-    return _OPEN + _KIND_CHAR["content"]
+                return OPEN + INDEXED_CHAR["content"] + index_char(i)
+    return OPEN + KIND_CHAR["content"]
 
 
 def _message_index(context: Any, message: Any) -> int:
@@ -433,109 +337,20 @@ def render_annotated(
     n_messages: int,
     inherit_orphans: bool = False,
 ) -> Rendered:
-    """Render an annotated template, strip its span markers and locate every part.
+    """Render an annotated template, strip its span markers and locate every part
+    (:func:`labelmask._rendered.decode`, whose arguments these are).
 
     Args:
-        template: The compiled annotated template.
-        variables: Everything the template sees (messages, tools, special tokens, kwargs).
-        name: The annotated template's name, for error messages.
         expected: The stock render, which the stripped text must equal; ``None`` skips the check.
-        n_messages: Number of messages, to validate the indices spans name.
-        inherit_orphans: A part span outside every turn that names no message belongs
-            to the message of the span closed last (for ``{% generation %}`` blocks
-            written after a template's loop); otherwise it is an error.
 
     Raises:
         RenderParityError: the stripped text differs from ``expected``.
         AnnotationError: span tags are unbalanced or name a message that does not exist.
     """
-    raw = _render(template, variables, name)
-    chunks = raw.split(_OPEN)
-    # chunks[0] is the text before the first marker; every other chunk starts with a marker's code.
-    # Segments: the non-empty pieces of text between markers, each taking the message and part of
-    # the innermost open span. (Lists, not numpy: a few dozen items; one loop over the markers.)
-    first = chunks[0]
-    pieces = [first]
-    pos = len(first)
-    bounds = [0] if pos else []
-    seg_message = [-1] if pos else []
-    seg_part = [0] if pos else []
-    spans: list[tuple[int, int, int, int]] = []  # (kind, message, start, end), in the order spans close
-    headers: dict[int, tuple[int, int]] = {}
-    eots: dict[int, tuple[int, int]] = {}
-    stack: list[tuple[int, int, int, int]] = []  # (kind, message, start, part of the text inside)
-    top_message, top_part = -1, 0
-    codes = _CODES
-    add_piece, add_bound, add_message, add_part = pieces.append, bounds.append, seg_message.append, seg_part.append
-    push, pop, close = stack.append, stack.pop, spans.append
-    try:
-        for chunk in islice(chunks, 1, None):
-            code = chunk[0]
-            if code == _CLOSE:
-                piece = chunk[1:]
-                if not stack:
-                    _raise_unbalanced(name)
-                kind, message, start, _ = pop()
-                close((kind, message, start, pos))
-                if kind == _HEADER:
-                    headers[message] = (start, pos)
-                elif kind == _EOT:
-                    eots[message] = (start, pos)
-                if stack:
-                    _, top_message, _, top_part = stack[-1]
-                else:
-                    top_message, top_part = -1, 0
-            else:
-                kind, top_part, indexed = codes[code]
-                if indexed:
-                    message = _index_of(chunk[1])
-                    piece = chunk[2:]
-                    if not 0 <= message < n_messages:
-                        msg = f"annotated template {name!r}: a span names message {message}, but there are {n_messages}"
-                        raise AnnotationError(msg, template=name)
-                else:
-                    piece = chunk[1:]
-                    message = top_message
-                    if message == -1 and kind != _TURN:
-                        message = spans[-1][1] if inherit_orphans and spans else -1
-                        if message == -1:
-                            msg = (
-                                f"annotated template {name!r}: a {Part(kind).name.lower()!r} span is outside every "
-                                "turn and names no message"
-                            )
-                            raise AnnotationError(msg, template=name)
-                push((kind, message, pos, top_part))
-                top_message = message
-            if piece:
-                add_piece(piece)
-                add_bound(pos)
-                add_message(top_message)
-                add_part(top_part)
-                pos += len(piece)
-    except (IndexError, KeyError):
-        # A marker cut short or a stray code: a filter or slice reached into a span's output.
-        _raise_unbalanced(name)
-    if stack:
-        _raise_unbalanced(name)
-    text = "".join(pieces)
-    if expected is not None and text != expected:
-        _raise_parity(text, expected, name)
-    bounds.append(len(text))
-    return Rendered(text, bounds, seg_message, seg_part, headers, eots, tuple(spans))
-
-
-def _raise_unbalanced(name: str) -> None:
-    msg = (
-        f"annotated template {name!r}: span markers are unbalanced, so a filter or slice cut through a span's "
-        "output. Apply filters inside spans, never to text that contains one."
-    )
-    raise AnnotationError(msg, template=name)
-
-
-def named_spans(raw: tuple[tuple[int, int, int, int], ...]) -> tuple[Span, ...]:
-    """Readable :class:`Span` tuples from :attr:`Rendered.spans`, sorted by start (outer spans first)."""
-    named = (Span("turn" if k == _TURN else Part(k).name.lower(), m, a, b) for k, m, a, b in raw)
-    return tuple(sorted(named, key=lambda s: (s.start, -s.end)))
+    rendered = decode(_render(template, variables, name), name, n_messages=n_messages, inherit_orphans=inherit_orphans)
+    if expected is not None and rendered.text != expected:
+        _raise_parity(rendered.text, expected, name)
+    return rendered
 
 
 def _raise_parity(text: str, expected: str, name: str) -> None:

@@ -28,28 +28,20 @@ from typing import Any
 import numpy as np
 
 from labelmask._parts import Part, Role
+from labelmask._pipeline import Options, mask_one
 from labelmask._policy import IGNORE_INDEX, Policy
+from labelmask._result import array, arrays, restrict, with_report
 from labelmask.errors import NothingToTrainError, TruncationError
 
-__all__ = ["MODES", "mask_truncated"]
-
-MODES = ("right", "left", "turns", "drop")
-_KEEP = Policy(on_empty="keep")
+__all__ = ["mask_truncated"]
 
 
-def mask_truncated(
-    mask: Any, messages: Any, processor: Any, *, max_length: int, truncation: str, policy: Policy | None, **kwargs: Any
-) -> Any:
-    """``mask(messages, processor, **kwargs)`` cut to ``max_length`` tokens by ``truncation``."""
-    if not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < 1:
-        raise ValueError(f"max_length={max_length!r}: use a positive int.")
-    if truncation not in MODES:
-        raise ValueError(f"truncation={truncation!r}: use one of {', '.join(map(repr, MODES))}.")
-    user_policy = policy if policy is not None else Policy()
-    if not isinstance(user_policy, Policy):
-        raise TypeError(f"policy must be a labelmask.Policy, not {type(user_policy).__name__}")
-    inner = dataclasses.replace(user_policy, on_empty="keep")
-    out = mask(messages, processor, policy=inner, **kwargs)
+def mask_truncated(messages: Any, processor: Any, tools: Any, options: Options, images: Any = None) -> Any:
+    """The sample cut to ``options.max_length`` tokens by ``options.truncation``."""
+    max_length, truncation = options.max_length, options.truncation
+    user_policy = options.policy
+    inner = dataclasses.replace(options, policy=dataclasses.replace(user_policy, on_empty="keep"))
+    out = mask_one(messages, processor, tools, inner, images)
     n = out.report.n_tokens
     if n <= max_length:
         return _checked(out, user_policy, n_cut=0, why="")
@@ -62,12 +54,12 @@ def mask_truncated(
         )
         raise TruncationError(msg, template=template)
     if truncation == "turns":
-        return _drop_turns(mask, messages, processor, out, max_length, user_policy, inner, kwargs)
-    arrays = {k: np.asarray(out._array(k)) for k in out._arrays}
+        return _drop_turns(messages, processor, tools, images, out, inner, user_policy)
+    table = arrays(out)
     if truncation == "right":
         keep = np.arange(max_length)
     else:
-        roles, owners = arrays["role"], arrays["message_index"]
+        roles, owners = table["role"], table["message_index"]
         # The preamble and the leading system prompt: tokens before the first non-system message's.
         other = np.flatnonzero((owners >= 0) & (roles != int(Role.SYSTEM)))
         prefix = int(other[0]) if len(other) else n
@@ -78,8 +70,8 @@ def mask_truncated(
             )
             raise TruncationError(msg, template=template)
         keep = np.concatenate([np.arange(prefix), np.arange(n - (max_length - prefix), n)])
-    _refuse_cut_images(arrays, keep, truncation, max_length, template)
-    return _checked(out.subset(keep), user_policy, n_cut=n - len(keep), why=f"truncation={truncation!r}")
+    _refuse_cut_images(table, keep, truncation, max_length, template)
+    return _checked(restrict(out, keep), user_policy, n_cut=n - len(keep), why=f"truncation={truncation!r}")
 
 
 def _refuse_cut_images(arrays: dict, keep: np.ndarray, truncation: str, max_length: int, template: str) -> None:
@@ -96,15 +88,9 @@ def _refuse_cut_images(arrays: dict, keep: np.ndarray, truncation: str, max_leng
 
 
 def _drop_turns(
-    mask: Any,
-    messages: list,
-    processor: Any,
-    out: Any,
-    max_length: int,
-    user_policy: Policy,
-    inner: Policy,
-    kwargs: dict,
+    messages: list, processor: Any, tools: Any, images: Any, out: Any, inner: Options, user_policy: Policy
 ) -> Any:
+    max_length = inner.max_length
     n_full = out.report.n_tokens
     lead = 0
     while (
@@ -117,9 +103,9 @@ def _drop_turns(
     starts = [i for i in range(lead, len(messages)) if messages[i].get("role") == "user"]
     for start in starts[1:]:
         shorter = messages[:lead] + messages[start:]
-        candidate = mask(shorter, processor, policy=inner, **kwargs)
+        candidate = mask_one(shorter, processor, tools, inner, images)
         if candidate.report.n_tokens <= max_length:
-            candidate.report = dataclasses.replace(candidate.report, n_dropped_messages=start - lead)
+            candidate = with_report(candidate, n_dropped_messages=start - lead)
             return _checked(candidate, user_policy, n_cut=n_full - candidate.report.n_tokens, why="truncation='turns'")
     last = starts[-1] if starts else lead
     msg = (
@@ -131,9 +117,9 @@ def _drop_turns(
 
 
 def _checked(out: Any, policy: Policy, *, n_cut: int, why: str) -> Any:
-    labels = np.asarray(out._array("labels"))
+    labels = array(out, "labels")
     n_trained = int(np.count_nonzero(labels != IGNORE_INDEX))
-    out.report = dataclasses.replace(out.report, n_trained=n_trained, n_cut=n_cut)
+    out = with_report(out, n_trained=n_trained, n_cut=n_cut)
     if n_trained == 0 and policy.on_empty == "raise":
         cause = f" after {why} cut {n_cut} tokens" if n_cut else ""
         msg = (

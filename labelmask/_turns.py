@@ -14,10 +14,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-import numpy as np
-
 from labelmask._mask import MaskedConversation, mask_conversation
 from labelmask._policy import IGNORE_INDEX, Policy
+from labelmask._result import array, relabel
 from labelmask._vision import attach_images, is_processor
 from labelmask.errors import ConversationError, NothingToTrainError
 
@@ -64,15 +63,10 @@ def mask_turns(
         end = replies[-1] + 1
         out = mask_conversation(messages[:end], processor, policy=inner, **kwargs)
         # Only the messages after this exchange's user message are trained.
-        owners = np.asarray(out._array("message_index"))
-        labels = np.asarray(out._array("labels")).copy()
-        labels[owners <= start] = IGNORE_INDEX
-        out._replace_array("labels", labels)
-        weights = np.asarray(out._array("loss_weights")).copy()
-        weights[labels == IGNORE_INDEX] = 0.0
-        out._replace_array("loss_weights", weights)
-        n_trained = int(np.count_nonzero(labels != IGNORE_INDEX))
-        out.report = dataclasses.replace(out.report, n_trained=n_trained)
+        labels = array(out, "labels").copy()
+        labels[array(out, "message_index") <= start] = IGNORE_INDEX
+        out = relabel(out, labels)
+        n_trained = out.report.n_trained
         if n_trained == 0 and user_policy.on_empty == "raise":
             msg = (
                 f"Nothing to train in the exchange starting at message {start} (template {out.report.template!r}): "

@@ -16,9 +16,9 @@ import html
 
 import numpy as np
 
-from labelmask._mask import MaskedConversation
 from labelmask._parts import Part, Role
 from labelmask._policy import IGNORE_INDEX
+from labelmask._result import MaskedConversation
 
 __all__ = ["HTML_COLORS", "RoleCount", "Token", "render_html", "render_terminal", "role_counts", "tokens"]
 

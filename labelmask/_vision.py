@@ -27,7 +27,7 @@ import numpy as np
 from labelmask._edit import Edit, apply_edits
 from labelmask._encode import Encoded, backend_of, encode
 from labelmask._parts import Part
-from labelmask._render import Rendered
+from labelmask._rendered import Rendered
 from labelmask.errors import ConversationError, TokenizerError
 
 __all__ = ["added_tokens", "attach_images", "collect_images", "expand", "is_processor", "openai_image_parts"]

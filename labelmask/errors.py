@@ -5,6 +5,7 @@ also from the builtin that fits it, so ``except ValueError`` keeps working for
 callers that do not know labelmask::
 
     LabelmaskError(Exception)
+    ├── OptionError(LabelmaskError, ValueError, TypeError)  an argument of a labelmask function is wrong
     ├── ConversationError(LabelmaskError, ValueError)       the messages are malformed
     │   └── ControlTokenError                                ... or write control tokens (control_tokens="raise")
     ├── TemplateNotFoundError(LabelmaskError, LookupError)   no annotation for this chat template
@@ -33,6 +34,7 @@ __all__ = [
     "NoEndOfTurnWarning",
     "MaskCheckError",
     "NothingToTrainError",
+    "OptionError",
     "RenderParityError",
     "TemplateNotFoundError",
     "TemplateRaisedError",
@@ -67,6 +69,11 @@ def _rebuild(cls: type, args: tuple, state: dict) -> LabelmaskError:
     Exception.__init__(error, *args)
     error.__dict__.update(state)
     return error
+
+
+class OptionError(LabelmaskError, ValueError, TypeError):
+    """An argument of a labelmask function has a wrong value or type (``max_length=0``, ``check="x"``,
+    ``Policy(roles=["bot"])``); a ``ValueError`` and a ``TypeError`` too, so either ``except`` catches it."""
 
 
 class ConversationError(LabelmaskError, ValueError):

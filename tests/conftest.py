@@ -48,8 +48,6 @@ def registry():
     """Templates a test registers (register_template, --template, a docs sample) do not outlive it."""
     from labelmask import _registry
 
-    saved = dict(_registry._REGISTERED)
+    saved = _registry.REGISTRY.snapshot()
     yield
-    _registry._REGISTERED.clear()
-    _registry._REGISTERED.update(saved)
-    _registry._on_change()
+    _registry.REGISTRY.restore(saved)

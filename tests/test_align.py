@@ -22,7 +22,7 @@ import labelmask
 from labelmask import IGNORE_INDEX, Policy
 from labelmask._align import align
 from labelmask._encode import encode
-from labelmask._mask import _check_options, _check_processor, _render_step
+from labelmask._pipeline import check_options, check_processor, render_step
 from labelmask._policy import apply_policy
 from tests.test_invariants import CASES, NAMES
 
@@ -58,8 +58,8 @@ def test_run_labels_equal_segment_labels(name, tokenizers, data, policy):
     out = labelmask.mask_conversation(messages, tokenizer, tools=tools, policy=policy, template=template, **kwargs)
 
     # The plain computation: every segment, the tokenizer's offsets, the policy per segment.
-    tok, backend = _check_processor(tokenizer, False)
-    staged = _render_step(messages, tokenizer, tok, tools, _check_options(policy, None, kwargs, template=template))
+    tok, backend = check_processor(tokenizer, False)
+    staged = render_step(messages, tokenizer, tok, tools, check_options(policy=policy, template=template, **kwargs))
     rendered = staged.rendered
     encoded = encode(backend, rendered.text)
     aligned = align(rendered, encoded, staged.conversation.roles)

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import labelmask
-from labelmask import _batch, _mask, _render
+from labelmask import _batch, _registry, _render
 from labelmask.errors import (
     ControlTokenError,
     ConversationError,
@@ -179,7 +179,7 @@ def test_threads_share_the_caches_and_get_the_serial_results(tokenizers):
     }
     # Cold caches, so threads race to compile the same templates and fill the same verdicts.
     _render.compile_template.cache_clear()
-    _mask._resolve.cache_clear()
+    _registry.REGISTRY.lookup.cache_clear()
     _render._SAFE_ATTRIBUTE.clear()
     barrier = threading.Barrier(8)
     got: dict[tuple[str, int], list] = {}

@@ -230,9 +230,10 @@ def test_verify_renders_the_stock_template_and_agrees(tokenizers):
 
 def test_verify_catches_an_annotation_that_renders_differently(tokenizers):
     """A wrong annotation for a matched template must not pass silently."""
-    from labelmask import _mask, _registry
+    from labelmask import _registry
 
-    good = _registry.get_template("llama3")
+    saved = _registry.REGISTRY.snapshot()
+    good = _registry.REGISTRY.get("llama3")
     labelmask.register_template("llama3-broken", good.source.replace("| trim", ""))
     try:
         messages = [{"role": "user", "content": " padded "}, {"role": "assistant", "content": "ok"}]
@@ -240,8 +241,7 @@ def test_verify_catches_an_annotation_that_renders_differently(tokenizers):
             labelmask.mask_conversation(messages, tokenizers["llama3"], template="llama3-broken", verify=True)
         assert info.value.position > 0
     finally:
-        del _registry._REGISTERED["llama3-broken"]
-        _mask._resolve.cache_clear()
+        _registry.REGISTRY.restore(saved)
 
 
 @pytest.mark.parametrize("return_tensors", [None, "np", "pt"])
@@ -282,6 +282,9 @@ def test_register_a_template_for_an_unknown_stock_template():
     tok = load_tokenizer("llama2")
     tok.chat_template = stock
     messages = [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}]
+    from labelmask import _registry
+
+    saved = _registry.REGISTRY.snapshot()
     labelmask.register_template("hash-chat", annotated, matches=[stock])
     try:
         out = labelmask.mask_conversation(messages, tok, verify=True)
@@ -289,10 +292,7 @@ def test_register_a_template_for_an_unknown_stock_template():
         assert out["input_ids"] == tok.apply_chat_template(messages)["input_ids"]
         assert "".join(trained_text(out)).strip() == "4"
     finally:
-        from labelmask import _mask, _registry
-
-        del _registry._REGISTERED["hash-chat"]
-        _mask._resolve.cache_clear()
+        _registry.REGISTRY.restore(saved)
     with pytest.raises(labelmask.TemplateNotFoundError):
         labelmask.mask_conversation(messages, tok, fallback=False)
     # Unregistered again, the template is masked by the verified fallback instead.

@@ -14,7 +14,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from labelmask import AnnotationError, RenderParityError
-from labelmask._render import compile_template, named_spans, render_annotated, render_stock
+from labelmask._render import compile_template, render_annotated, render_stock
+from labelmask._rendered import named_spans
 
 MESSAGES = [
     {"role": "user", "content": "ALPHA question"},
@@ -119,15 +120,15 @@ def test_filter_applied_to_a_span_is_caught():
 
 def test_index_characters_round_trip():
     """A span's message index is one character read by its place; the two ranges meet at 20992."""
-    from labelmask._render import _INDEX_BMP, _index_char, _index_of
+    from labelmask._rendered import INDEX_BMP, _index_of, index_char
 
-    edge = 0xE0000 - 0x20000 + _INDEX_BMP  # first index with no character
-    for index in (0, 1, _INDEX_BMP - 1, _INDEX_BMP, _INDEX_BMP + 1, edge - 1):
-        assert _index_of(_index_char(index)) == index
-    assert len({_index_char(i) for i in range(_INDEX_BMP - 5, _INDEX_BMP + 5)}) == 10
+    edge = 0xE0000 - 0x20000 + INDEX_BMP  # first index with no character
+    for index in (0, 1, INDEX_BMP - 1, INDEX_BMP, INDEX_BMP + 1, edge - 1):
+        assert _index_of(index_char(index)) == index
+    assert len({index_char(i) for i in range(INDEX_BMP - 5, INDEX_BMP + 5)}) == 10
     for bad in (-1, edge):
         with pytest.raises(AnnotationError, match="out of range"):
-            _index_char(bad)
+            index_char(bad)
 
 
 @pytest.mark.parametrize("first", ["\u4e00", "\u4e01x", "\U00020000", "\ufdcf"])
@@ -145,9 +146,9 @@ def test_text_that_starts_like_an_index_is_text(first):
 
 
 def test_message_indices_past_the_first_character_range():
-    from labelmask._render import _INDEX_BMP
+    from labelmask._rendered import INDEX_BMP
 
-    n = _INDEX_BMP + 3
+    n = INDEX_BMP + 3
     messages = [{"role": "user", "content": f"m{i}"} for i in range(n)]
     rendered, spans = spans_of(TEMPLATES["first output"], messages)
     tail = [s for s in spans if s.kind == "content" and s.message >= n - 5]

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from labelmask._mask import MaskedConversation
+from labelmask._result import MaskedConversation
 from labelmask.testing import strategies
 from labelmask.testing._checks import CHECKS, Expect, Sample, check_sample
 from labelmask.testing.strategies import conversations, texts, tool_calls

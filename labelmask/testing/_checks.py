@@ -15,9 +15,10 @@ from typing import Any
 import jinja2
 import numpy as np
 
-from labelmask._mask import MaskedConversation, mask_conversation
+from labelmask._mask import mask_conversation
 from labelmask._parts import Role
 from labelmask._policy import IGNORE_INDEX, Policy
+from labelmask._result import MaskedConversation
 
 __all__ = ["CHECKS", "Expect", "Sample", "check_sample"]
 

@@ -1,0 +1,392 @@
+"""The pipeline's steps, which every entry point runs: one conversation (``_mask``), a batch
+(``_batch``), a truncated sample (``_truncate``), each exchange (``_turns``), a dataset row and
+a collator feature.
+
+The order, with the module of each stage::
+
+    normalize (_messages) -> render (_render, or _derive without an annotation)
+      -> guard (_guard: control tokens) -> edit (_edit: EOS after replies, add_eos)
+      -> plan (_policy: what each run of text gets) -> encode (_encode; _vision expands images)
+      -> locate (_align: runs to tokens) -> label (_policy) -> result (_result)
+
+:func:`render_step` does everything before the tokenizer and :func:`finish_step` everything
+after it, so the batch engine can tokenize many rendered conversations in one call between
+them. :class:`Options` holds what one call decides for every conversation it masks, checked
+once at the public boundary by :func:`check_options`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from labelmask._align import first_tokens, generated_segments
+from labelmask._derive import derive
+from labelmask._edit import apply_edits, eos_edits
+from labelmask._encode import Encoded, backend_of, encode
+from labelmask._guard import CHECK_MODES, CONTROL_TOKEN_MODES, check_labels, control_tokens_in, escape_if_injected
+from labelmask._guard import fail as fail_check
+from labelmask._messages import normalize_conversation, plain_kwargs
+from labelmask._parts import Role
+from labelmask._policy import IGNORE_INDEX, Policy, apply_policy, label_runs, plan_runs, trained_messages
+from labelmask._registry import REGISTRY, AnnotatedTemplate, template_hash
+from labelmask._render import compile_template, render_annotated, render_stock
+from labelmask._result import MaskedConversation, MaskReport, Provenance
+from labelmask._vision import added_tokens, attach_images, collect_images, expand, is_processor, openai_image_parts
+from labelmask.errors import (
+    ConversationError,
+    NoEndOfTurnWarning,
+    NothingToTrainError,
+    OptionError,
+    TemplateNotFoundError,
+    TemplateRaisedError,
+    TokenizerError,
+)
+
+__all__ = ["Options", "Staged", "check_options", "check_processor", "finish_step", "mask_one", "render_step"]
+
+TRUNCATION_MODES = ("right", "left", "turns", "drop")
+_DEFAULT_POLICY = Policy()
+# Template arguments that make no sense for a training sample.
+_REFUSED_KWARGS = {
+    "add_generation_prompt": "a training sample ends with the last assistant turn; drop add_generation_prompt",
+    "continue_final_message": "a training sample's last turn is complete; drop continue_final_message",
+    "messages": "pass the conversation as the first argument",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    """What one call decides for every conversation it masks; the arguments of
+    :func:`~labelmask.mask_conversation` of the same names (checked by :func:`check_options`)."""
+
+    policy: Policy = _DEFAULT_POLICY
+    return_tensors: str | None = None
+    template: str | None = None
+    verify: bool = False
+    fallback: bool = True
+    add_eos: bool = False
+    control_tokens: str = "keep"
+    check: str = "off"
+    max_length: int | None = None
+    truncation: str = "right"
+    processor_kwargs: Mapping[str, Any] | None = None
+    template_kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def check_options(
+    *,
+    policy: Policy | None = None,
+    return_tensors: str | None = None,
+    template: str | None = None,
+    verify: bool = False,
+    fallback: bool = True,
+    add_eos: bool = False,
+    control_tokens: str = "keep",
+    check: str = "off",
+    max_length: int | None = None,
+    truncation: str = "right",
+    processor_kwargs: Mapping[str, Any] | None = None,
+    **template_kwargs: Any,
+) -> Options:
+    """The call's :class:`Options`, the default policy filled in.
+
+    Raises:
+        OptionError: an option mask_conversation refuses (also a ``ValueError`` and a ``TypeError``).
+        ConversationError: a template argument that makes no sense for a training sample.
+    """
+    policy = _DEFAULT_POLICY if policy is None else policy
+    if not isinstance(policy, Policy):
+        raise OptionError(f"policy must be a labelmask.Policy, not {type(policy).__name__}")
+    if return_tensors not in (None, "np", "pt"):
+        raise OptionError(f"return_tensors={return_tensors!r}: use None (lists), 'np' or 'pt'.")
+    if control_tokens not in CONTROL_TOKEN_MODES:
+        raise OptionError(f"control_tokens={control_tokens!r}: use 'keep', 'escape' or 'raise'.")
+    if check not in CHECK_MODES:
+        raise OptionError(f"check={check!r}: use 'fast', 'full' or 'off'.")
+    if max_length is not None and (not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < 1):
+        raise OptionError(f"max_length={max_length!r}: use a positive int.")
+    if truncation not in TRUNCATION_MODES:
+        raise OptionError(f"truncation={truncation!r}: use one of {', '.join(map(repr, TRUNCATION_MODES))}.")
+    for key, why in _REFUSED_KWARGS.items():
+        if key in template_kwargs:
+            raise ConversationError(f"mask_conversation does not take {key}=: {why}.")
+    return Options(
+        policy,
+        return_tensors,
+        template,
+        verify,
+        fallback,
+        add_eos,
+        control_tokens,
+        check,
+        max_length,
+        truncation,
+        processor_kwargs,
+        template_kwargs,
+    )
+
+
+def check_processor(processor: Any, vision: bool) -> tuple[Any, Any]:
+    """``(tokenizer, Rust tokenizer to encode with)``; raises for what cannot give offsets."""
+    if type(processor).__name__ == "MistralCommonBackend":
+        backend_of(processor)  # raises, saying how to get a fast tokenizer
+    tokenizer = processor.tokenizer if vision else processor
+    if not vision and not hasattr(processor, "backend_tokenizer") and hasattr(processor, "tokenizer"):
+        msg = (
+            f"{type(processor).__name__} has a tokenizer but no image processor, which labelmask does not mask; "
+            "for text-only conversations pass processor.tokenizer."
+        )
+        raise TokenizerError(msg)
+    return tokenizer, backend_of(tokenizer)
+
+
+def mask_one(messages: Any, processor: Any, tools: Any, options: Options, images: Any = None) -> MaskedConversation:
+    """One conversation through every step, untruncated (``options.max_length`` is ``_truncate``'s)."""
+    vision = is_processor(processor)
+    if vision:
+        messages = openai_image_parts(messages)
+    if images is not None:
+        if not vision:
+            msg = (
+                f"images= needs a multimodal processor; {type(processor).__name__} is not one. Pass the model's "
+                "processor (AutoProcessor), or drop the images for a text-only sample."
+            )
+            raise ConversationError(msg)
+        messages = attach_images(messages, images)
+    tokenizer, backend = check_processor(processor, vision)
+    staged = render_step(messages, processor, tokenizer, tools, options)
+    if not vision:
+        encoded = encode(backend, staged.rendered.text)
+        return finish_step(staged, encoded, options, tokenizer=tokenizer, backend=backend)
+    if staged.escape:
+        message = staged.injected[0][0]
+        msg = (
+            f"control_tokens='escape' is not supported with a multimodal processor (message {message} writes "
+            f"{staged.injected[0][1]!r}; template {staged.name!r}): the processor tokenizes the text itself. "
+            "Use control_tokens='keep' (never trained either way) or 'raise'."
+        )
+        raise ConversationError(msg, message_index=message, template=staged.name)
+    image_list, owners = collect_images(messages)
+    rendered, encoded, per_token, per_image = expand(
+        processor,
+        staged.rendered,
+        image_list,
+        owners,
+        name=staged.name,
+        annotated=staged.method == "annotated",
+        processor_kwargs=dict(options.processor_kwargs or {}),
+    )
+    return finish_step(
+        staged._replace(rendered=rendered),
+        encoded,
+        options,
+        vision=True,
+        n_images=len(image_list),
+        per_token=per_token,
+        per_image=per_image,
+        tokenizer=tokenizer,
+        backend=backend,
+    )
+
+
+class Staged(NamedTuple):
+    """A conversation rendered, waiting for its encoding."""
+
+    conversation: Any  # the normalized conversation (_messages.Conversation)
+    rendered: Any  # _render.Rendered
+    name: str
+    method: str
+    n_eos: int
+    annotated: Any = None  # the AnnotatedTemplate used, or None (derived spans)
+    injected: tuple = ()  # (message index, control token) found in the text
+    escape: bool = False  # encode injected control tokens as plain text
+    message_ok: list = []  # which messages the policy trains (_policy.trained_messages)
+    runs: Any = None  # _policy.Runs of the render, made before tokenizing; None: make them when finishing
+
+
+def render_step(messages: Any, processor: Any, tokenizer: Any, tools: Any, options: Options) -> Staged:
+    template_kwargs, policy = options.template_kwargs, options.policy
+    stock_source = _stock_source(processor, tools)
+    annotated = REGISTRY.lookup(stock_source, options.template, options.fallback)
+    content_format = annotated.content_format if annotated is not None else "text"
+    conversation = normalize_conversation(messages, tools, content_format=content_format)
+
+    variables = {
+        **tokenizer.special_tokens_map,
+        **plain_kwargs(template_kwargs),
+        "messages": conversation.messages,
+        "_labelmask_messages": conversation.messages,
+        "tools": conversation.tools,
+        "documents": template_kwargs.get("documents"),
+        "add_generation_prompt": False,
+    }
+    if annotated is None:
+        name = "unregistered-" + template_hash(stock_source).removeprefix("sha256:")[:12]
+        rendered, method = derive(stock_source, variables, conversation, name=name, processor=tokenizer, policy=policy)
+    else:
+        name, method = annotated.name, "annotated"
+        rendered = _render_annotated(annotated, stock_source, variables, len(conversation.messages), options.verify)
+    injected = control_tokens_in(tokenizer, conversation, options.control_tokens, name)
+    rendered, n_eos = _end_of_turn(rendered, conversation.roles, tokenizer, name, options.add_eos)
+    escape = bool(injected) and options.control_tokens == "escape"
+    # What the policy trains is decided per run of text before tokenizing; the tokens only place it.
+    # (A processor expands image placeholders first, which moves the runs: planned after that.)
+    message_ok = trained_messages(policy, conversation.roles, conversation.train)
+    runs = None
+    if not is_processor(processor):
+        runs = plan_runs(rendered, generated_segments(rendered, conversation.roles), message_ok, policy)
+    return Staged(conversation, rendered, name, method, n_eos, annotated, tuple(injected), escape, message_ok, runs)
+
+
+def finish_step(
+    staged: Staged,
+    encoded: Encoded,
+    options: Options,
+    *,
+    vision: bool = False,
+    n_images: int = 0,
+    per_token: dict[str, np.ndarray] | None = None,
+    per_image: dict[str, np.ndarray] | None = None,
+    tokenizer: Any = None,
+    backend: Any = None,
+) -> MaskedConversation:
+    policy, return_tensors, check = options.policy, options.return_tensors, options.check
+    conversation, rendered, name, method, n_eos = staged[:5]
+    if staged.escape:
+        encoded = escape_if_injected(tokenizer, backend, rendered, encoded, staged.annotated, name)
+    roles = conversation.roles
+    unowned = added_tokens(encoded) if vision else ()
+    message_ok = staged.message_ok
+    runs = staged.runs
+    if runs is None:
+        runs = plan_runs(rendered, generated_segments(rendered, roles), message_ok, policy)
+    firsts, straddles = first_tokens(encoded, runs.bounds)
+    ids = encoded.id_list
+    labels, n_straddle, n_dropped = label_runs(runs, firsts, straddles, ids, policy, unowned)
+    # Per-token provenance is made on first use (MaskedConversation._array): a trainer reads ids and labels.
+    provenance = Provenance(rendered, encoded, roles, unowned)
+    if check != "off":
+        aligned = provenance.aligned
+        trained = apply_policy(aligned, policy, message_ok).trained
+        if not np.array_equal(trained, np.asarray(labels) != IGNORE_INDEX):
+            fail_check(name, None, "the labels decided per run of text differ from those decided per segment")
+        check_labels(rendered, encoded, aligned, trained, message_ok, policy, backend, name, check == "full")
+    n_trained = len(labels) - labels.count(IGNORE_INDEX)
+    report = MaskReport(
+        template=name,
+        method=method,
+        n_tokens=len(ids),
+        n_trained=n_trained,
+        n_straddle=n_straddle,
+        n_boundary_dropped=n_dropped,
+        n_images=n_images,
+        n_eos_added=n_eos,
+        n_control_tokens=len(staged.injected),
+    )
+    if n_trained == 0 and policy.on_empty == "raise":
+        trained_roles = ", ".join(sorted(policy.roles))
+        n_messages = len(conversation.messages)
+        which = f"a trained role ({trained_roles})" + (", last turn only" if policy.last_turn_only else "")
+        if conversation.train is not None:
+            which = f'a trained message (role {which}, or "train": True; none with "train": False)'
+        msg = (
+            f"Nothing to train: under template {name!r} no token of this {n_messages}-message "
+            f"conversation belongs to {which} with text to learn. "
+            "Every label would be -100 (zero loss, NaN gradients in a batch of such samples). "
+            "Drop the sample, add an assistant reply, or pass Policy(on_empty='keep') to receive it "
+            "and count it yourself."
+        )
+        raise NothingToTrainError(msg, template=name)
+    n_tokens = len(ids)
+    weights = conversation.weights
+    arrays = {
+        "input_ids": ids,
+        "attention_mask": lambda: np.ones(n_tokens, dtype=np.int64),
+        "labels": labels,
+        "loss_weights": lambda: provenance.loss_weights(labels, weights),
+        "message_index": lambda: provenance.aligned.token_message.astype(np.int64),
+        "role": lambda: provenance.aligned.token_role.astype(np.int64),
+        "part": lambda: provenance.aligned.token_part.astype(np.int64),
+        **(per_token or {}),
+    }
+    return MaskedConversation(
+        arrays,
+        return_tensors,
+        text=rendered.text,
+        encoded=encoded,
+        spans=rendered.spans,
+        report=report,
+        extras=per_image or {},
+    )
+
+
+# Templates already warned about writing no end of turn (once per process each).
+_WARNED_NO_EOT: set[str] = set()
+
+
+def _end_of_turn(rendered: Any, roles: tuple[int, ...], tokenizer: Any, name: str, add_eos: bool) -> tuple[Any, int]:
+    """The render with an EOS after each reply that has no end of turn (``add_eos``), and how many were added.
+
+    A template whose replies carry no end-of-turn span at all (LLaVA-1.5's) warns once
+    per process without ``add_eos``: a model trained on it never learns to stop.
+    """
+    assistant = int(Role.ASSISTANT)
+    replies = [m for m, role in enumerate(roles) if role == assistant]
+    if not replies or (not add_eos and any(m in rendered.eots for m in replies)):
+        return rendered, 0
+    if not add_eos:
+        if name not in _WARNED_NO_EOT:
+            _WARNED_NO_EOT.add(name)
+            msg = (
+                f"Template {name!r} writes no end-of-turn token after assistant replies, so a model trained on "
+                "its samples never learns to stop. Pass add_eos=True to write the tokenizer's EOS "
+                f"({tokenizer.eos_token!r}) after each reply and train it."
+            )
+            warnings.warn(msg, NoEndOfTurnWarning, stacklevel=4)
+        return rendered, 0
+    eos = tokenizer.eos_token
+    if not eos:
+        raise TokenizerError(f"add_eos=True, but {type(tokenizer).__name__} has no eos_token; set one.")
+    edits = eos_edits(rendered, roles, assistant, eos)
+    return apply_edits(rendered, edits, name=name), len(edits)
+
+
+def _render_annotated(
+    annotated: AnnotatedTemplate, stock_source: str, variables: dict[str, Any], n_messages: int, verify: bool
+) -> Any:
+    template = compile_template(annotated.source, mode="annotate", name=annotated.name)
+    expected = None
+    try:
+        if verify:
+            stock_template = compile_template(stock_source, mode="stock", name=annotated.name)
+            expected = render_stock(stock_template, variables, annotated.name)
+        return render_annotated(template, variables, annotated.name, expected=expected, n_messages=n_messages)
+    except TemplateRaisedError:
+        # Rendered in trace mode, the annotation raises the same error from inside a turn, naming the message.
+        trace = compile_template(annotated.source, mode="trace", name=annotated.name)
+        render_annotated(trace, variables, annotated.name, expected=None, n_messages=n_messages)
+        raise
+
+
+def _stock_source(tokenizer: Any, tools: Any) -> str:
+    chat_template = getattr(tokenizer, "chat_template", None)
+    if chat_template is None and is_processor(tokenizer):
+        chat_template = getattr(tokenizer.tokenizer, "chat_template", None)
+    if chat_template is None:
+        msg = (
+            f"{type(tokenizer).__name__} has no chat_template. Set tokenizer.chat_template to the model's "
+            "stock template (labelmask renders it to check every annotated render)."
+        )
+        raise TemplateNotFoundError(msg)
+    if isinstance(chat_template, dict):
+        key = "tool_use" if tools is not None and "tool_use" in chat_template else "default"
+        if key not in chat_template:
+            msg = f"The tokenizer has several chat templates ({sorted(chat_template)}) and no 'default'."
+            raise TemplateNotFoundError(msg)
+        return chat_template[key]
+    return chat_template
