@@ -29,7 +29,7 @@ from labelmask.errors import TokenizerError
 
 __all__ = ["Aligned", "align", "first_tokens", "generated_segments"]
 
-_HEADER = int(Part.HEADER)
+_HEADER_PART = int(Part.HEADER)
 _NO_TOKENS = np.zeros(0, dtype=np.int64)
 
 
@@ -183,7 +183,8 @@ def generated_segments(rendered: Rendered, roles: tuple[int, ...]) -> list[bool]
         hi[m] = end
     # Span edges are segment edges, so a segment is wholly inside or outside its region.
     return [
-        bounds[k] >= lo[m] and bounds[k + 1] <= hi[m] and parts[k] != _HEADER for k, m in enumerate(rendered.messages)
+        bounds[k] >= lo[m] and bounds[k + 1] <= hi[m] and parts[k] != _HEADER_PART
+        for k, m in enumerate(rendered.messages)
     ]
 
 

@@ -34,11 +34,11 @@ render for an annotated template; annotate a template you use at scale.
 from __future__ import annotations
 
 import re
-import weakref
 from typing import Any
 
 import jinja2
 
+from labelmask._encode import special_tokens
 from labelmask._messages import Conversation
 from labelmask._parts import Part, Role
 from labelmask._policy import Policy
@@ -51,24 +51,6 @@ __all__ = ["derive"]
 _GENERATION_TAG = re.compile(r"\{%-?\s*generation\s*-?%\}")
 _ASSISTANT = int(Role.ASSISTANT)
 _PROBE = "labelmask probe"
-
-_specials_cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def _special_tokens(processor: Any) -> tuple[frozenset[str], tuple[int, ...]]:
-    """The tokenizer's special token strings, and their distinct lengths, longest first."""
-    try:
-        return _specials_cache[processor]
-    except (KeyError, TypeError):
-        pass
-    tokens = {t.content for t in processor.added_tokens_decoder.values() if t.special}
-    tokens |= {t for t in processor.all_special_tokens if t}
-    found = (frozenset(tokens), tuple(sorted({len(t) for t in tokens}, reverse=True)))
-    try:
-        _specials_cache[processor] = found
-    except TypeError:
-        pass
-    return found
 
 
 def uses_generation_tags(stock_source: str) -> bool:
@@ -185,7 +167,8 @@ def _differential(
 ) -> Rendered:
     messages, roles = conversation.messages, conversation.roles
     n = len(messages)
-    specials, lengths = _special_tokens(processor)
+    found = special_tokens(processor)
+    specials, lengths = found.strings, found.lengths
 
     def render(j: int, add_generation_prompt: bool = False, extra: tuple = ()) -> str:
         return render_stock(stock, _with_messages(variables, [*messages[:j], *extra], add_generation_prompt), name)

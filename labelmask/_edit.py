@@ -27,8 +27,8 @@ from labelmask.errors import AnnotationError
 
 __all__ = ["Edit", "apply_edits", "eos_edits"]
 
-_EOT = int(Part.EOT)
-_HEADER = int(Part.HEADER)
+_EOT_PART = int(Part.EOT)
+_HEADER_PART = int(Part.HEADER)
 
 
 class Edit(NamedTuple):
@@ -123,7 +123,7 @@ def apply_edits(rendered: Rendered, edits: list[Edit], *, name: str) -> Rendered
         spans = [(kind, m, s, e) for (kind, m, _, _), s, e in zip(spans, new_starts, new_ends)]
     eots = moved_pairs(rendered.eots)
     for kind, m, s, e in added:
-        if kind == _EOT and m >= 0:
+        if kind == _EOT_PART and m >= 0:
             eots[m] = (s, e)
             # An end of turn inserted where its message's turn ended belongs to that turn.
             spans = [(k, o, a, e if (k == TURN_KIND and o == m and b == s) else b) for k, o, a, b in spans]
@@ -146,7 +146,7 @@ def eos_edits(rendered: Rendered, roles: tuple[int, ...], assistant: int, eos: s
     """
     last_end: dict[int, int] = {}
     for kind, m, _, end in rendered.spans:
-        if 0 <= m < len(roles) and roles[m] == assistant and kind not in (TURN_KIND, _HEADER, _EOT):
+        if 0 <= m < len(roles) and roles[m] == assistant and kind not in (TURN_KIND, _HEADER_PART, _EOT_PART):
             last_end[m] = max(end, last_end.get(m, -1))
     edits = []
     for m, role in enumerate(roles):
@@ -154,5 +154,5 @@ def eos_edits(rendered: Rendered, roles: tuple[int, ...], assistant: int, eos: s
             continue
         at = last_end.get(m, rendered.headers.get(m, (None, None))[1])
         if at is not None:
-            edits.append(Edit(at, at, eos, _EOT, m))
+            edits.append(Edit(at, at, eos, _EOT_PART, m))
     return sorted(edits)

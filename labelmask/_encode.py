@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import re
+import weakref
 from itertools import chain
 from typing import Any
 
@@ -18,7 +20,7 @@ import numpy as np
 
 from labelmask.errors import TokenizerError
 
-__all__ = ["Encoded", "backend_of", "encode", "encode_batch"]
+__all__ = ["Encoded", "SpecialTokens", "backend_of", "encode", "encode_batch", "special_tokens"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,3 +115,58 @@ def encode_batch(backend: Any, texts: list[str]) -> list[Encoded]:
     return [
         Encoded(id_list=encoding.ids, encoding=encoding, n_chars=len(text)) for text, encoding in zip(texts, encodings)
     ]
+
+
+class SpecialTokens:
+    """A tokenizer's special-token strings, their distinct lengths (longest first), their ids, and a
+    regex finding them (the guard searches message text with it; the fallback tells markup by it)."""
+
+    def __init__(self, processor: Any):
+        strings = {t.content for t in processor.added_tokens_decoder.values() if t.special and t.content}
+        strings |= {t for t in processor.all_special_tokens if t}
+        self.strings = frozenset(strings)
+        self.lengths = tuple(sorted({len(t) for t in strings}, reverse=True))
+        # Sorted, so the pattern (and what it finds first) does not depend on the hash seed.
+        self.pattern = re.compile(_trie_regex(sorted(strings))) if strings else None
+        ids = processor.convert_tokens_to_ids(sorted(strings)) if strings else []
+        self.ids = np.unique(np.array([i for i in ids if isinstance(i, int) and i >= 0], dtype=np.int64))
+
+
+def _trie_regex(strings: list[str]) -> str:
+    """One regex matching any of ``strings``, leftmost-longest, as a trie (fast on long lists)."""
+    trie: dict = {}
+    for s in strings:
+        node = trie
+        for ch in s:
+            node = node.setdefault(ch, {})
+        node[""] = None
+
+    def build(node: dict) -> str:
+        end = "" in node
+        alternatives = [re.escape(ch) + build(child) for ch, child in sorted(node.items()) if ch]
+        if not alternatives:
+            return ""
+        body = alternatives[0] if len(alternatives) == 1 else "(?:" + "|".join(alternatives) + ")"
+        if end:
+            return "(?:" + body + ")?"
+        return body
+
+    return build(trie)
+
+
+_cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def special_tokens(processor: Any) -> SpecialTokens:
+    """The :class:`SpecialTokens` of ``processor``, read once per tokenizer object (the one reader of
+    them in labelmask): asking a large vocabulary for its size or added tokens costs a millisecond (Gemma 3)."""
+    try:
+        return _cache[processor]
+    except (KeyError, TypeError):
+        pass
+    specials = SpecialTokens(processor)
+    try:
+        _cache[processor] = specials
+    except TypeError:
+        pass
+    return specials

@@ -29,16 +29,17 @@ run (about one run per trained message), and a few numpy operations over segment
 
 from __future__ import annotations
 
-import re
 import unicodedata
-import weakref
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from labelmask._encode import Encoded
+from labelmask._align import Aligned
+from labelmask._encode import Encoded, SpecialTokens, special_tokens
 from labelmask._parts import Part
+from labelmask._policy import TRAINED, Policy, decide_token, segment_classes
+from labelmask._rendered import Rendered
 from labelmask.errors import ControlTokenError, MaskCheckError
 
 __all__ = [
@@ -49,7 +50,6 @@ __all__ = [
     "escape_control_tokens",
     "escape_if_injected",
     "find_control_tokens",
-    "special_tokens",
 ]
 
 CONTROL_TOKEN_MODES = ("keep", "escape", "raise")
@@ -57,60 +57,6 @@ CHECK_MODES = ("fast", "full", "off")
 
 _TEXT_PARTS = (int(Part.CONTENT), int(Part.REASONING))
 _TOOL_CALLS = int(Part.TOOL_CALLS)
-_HEADER = int(Part.HEADER)
-
-
-class _Specials:
-    """A tokenizer's special-token strings, their ids, and a regex finding them."""
-
-    def __init__(self, processor: Any):
-        strings = {t.content for t in processor.added_tokens_decoder.values() if t.special and t.content}
-        strings |= {t for t in processor.all_special_tokens if t}
-        self.strings = frozenset(strings)
-        # Sorted, so the pattern (and what it finds first) does not depend on the hash seed.
-        self.pattern = re.compile(_trie_regex(sorted(strings))) if strings else None
-        ids = processor.convert_tokens_to_ids(sorted(strings)) if strings else []
-        self.ids = np.unique(np.array([i for i in ids if isinstance(i, int) and i >= 0], dtype=np.int64))
-
-
-def _trie_regex(strings: list[str]) -> str:
-    """One regex matching any of ``strings``, leftmost-longest, as a trie (fast on long lists)."""
-    trie: dict = {}
-    for s in strings:
-        node = trie
-        for ch in s:
-            node = node.setdefault(ch, {})
-        node[""] = None
-
-    def build(node: dict) -> str:
-        end = "" in node
-        alternatives = [re.escape(ch) + build(child) for ch, child in sorted(node.items()) if ch]
-        if not alternatives:
-            return ""
-        body = alternatives[0] if len(alternatives) == 1 else "(?:" + "|".join(alternatives) + ")"
-        if end:
-            return "(?:" + body + ")?"
-        return body
-
-    return build(trie)
-
-
-_cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def special_tokens(processor: Any) -> _Specials:
-    """The :class:`_Specials` of ``processor``, read once per tokenizer object (as ``_derive`` reads them):
-    asking a large vocabulary for its size or added tokens costs a millisecond (Gemma 3)."""
-    try:
-        return _cache[processor]
-    except (KeyError, TypeError):
-        pass
-    specials = _Specials(processor)
-    try:
-        _cache[processor] = specials
-    except TypeError:
-        pass
-    return specials
 
 
 def _strings(value: Any, out: list[str]) -> list[str]:
@@ -127,7 +73,9 @@ def _strings(value: Any, out: list[str]) -> list[str]:
     return out
 
 
-def find_control_tokens(messages: list[dict], tools: list | None, specials: _Specials) -> list[tuple[int | None, str]]:
+def find_control_tokens(
+    messages: list[dict], tools: list | None, specials: SpecialTokens
+) -> list[tuple[int | None, str]]:
     """Every control-token string in the conversation's text, as ``(message index, token)``
     (``None`` for the tools), in order."""
     pattern = specials.pattern
@@ -172,7 +120,7 @@ def control_tokens_in(processor: Any, conversation: Any, mode: str, name: str) -
 
 
 def escape_if_injected(
-    processor: Any, backend: Any, rendered: Any, encoded: Encoded, annotated: Any, name: str
+    processor: Any, backend: Any, rendered: Rendered, encoded: Encoded, annotated: Any, name: str
 ) -> Encoded:
     """``encoded`` with the control tokens that messages wrote tokenized as plain text."""
     if annotated is None:
@@ -227,7 +175,9 @@ class _JoinedEncoding:
         return a, b
 
 
-def injected_spans(rendered: Any, encoded: Encoded, specials: _Specials, template_source: str) -> list[tuple[int, int]]:
+def injected_spans(
+    rendered: Rendered, encoded: Encoded, specials: SpecialTokens, template_source: str
+) -> list[tuple[int, int]]:
     """Character spans of the special tokens that a message's text wrote (not the template).
 
     A special token inside a content or reasoning span came from the message; inside a
@@ -309,12 +259,12 @@ def _decodes_to(decoded: str, expected: str) -> bool:
 
 
 def check_labels(
-    rendered: Any,
+    rendered: Rendered,
     encoded: Encoded,
-    aligned: Any,
+    aligned: Aligned,
     trained: np.ndarray,
     message_ok: list[bool],
-    policy: Any,
+    policy: Policy,
     backend: Any,
     name: str,
     full: bool = True,
@@ -330,15 +280,16 @@ def check_labels(
     """
     seg_start = rendered.seg_start
     seg_message = rendered.seg_message
-    seg_part = rendered.seg_part.astype(np.int64)
     n_seg = len(seg_message)
     if n_seg == 0:
         if trained.any():
             fail(name, None, "tokens are trained in a render with no message")
         return
-    _, part_ok = policy._tables
-    message_ok = np.asarray(message_ok, dtype=bool)
-    seg_trained = message_ok[seg_message] & aligned.seg_generated & part_ok[seg_part]
+    # The classes the policy gives the segments (the same rule that made the labels); what is checked
+    # here is where the tokenizer's own offsets and decoder put the trained tokens.
+    classes = segment_classes(aligned.messages, aligned.generated, aligned.parts, message_ok, policy)
+    seg_class = np.asarray(classes, dtype=np.int8)
+    seg_trained = seg_class == TRAINED
     idx = np.flatnonzero(trained)
     if len(idx):
         owner = aligned.token_message[idx]
@@ -363,15 +314,12 @@ def check_labels(
         k0 = np.searchsorted(seg_start, run_start, side="right") - 1
         k1 = np.searchsorted(seg_start, np.maximum(run_end - 1, run_start), side="right") - 1
         for r in np.flatnonzero(code[k0] != run_message).tolist():
+            # A run may start with a token that the straddle rule trains over its own header.
             k = int(k0[r])
-            straddles = (
-                policy.straddle == "train"
-                and seg_part[k] == _HEADER
-                and seg_message[k] == run_message[r]
-                and k1[r] > k
-                and token_to_chars(int(run_first[r]))[1] > seg_start[k + 1]
-            )
-            if straddles:
+            t_end = token_to_chars(int(run_first[r]))[1]
+            kt = int(np.searchsorted(seg_start, max(t_end - 1, int(run_start[r])), side="right")) - 1
+            ok, covers_header, _ = decide_token(classes[k : kt + 1], seg_message[k] == seg_message[kt], policy)
+            if ok and covers_header and seg_message[k] == run_message[r] and kt > k:
                 k0[r] = k + 1
         wrong = (code[k0] != run_message) | (change[k1 + 1] != change[k0 + 1]) | (run_end <= run_start)
         if wrong.any():
@@ -382,7 +330,6 @@ def check_labels(
 
     if not full:
         return
-    header_ok = message_ok[seg_message] & (seg_part == _HEADER) & (policy.straddle == "train")
     # 2. Each run decodes back to the text it covers.
     ids = encoded.ids
     for r in range(len(run_first)):
@@ -399,43 +346,36 @@ def check_labels(
     s_start, s_end = seg_start[segs], seg_start[segs + 1]
     r = np.searchsorted(run_start, s_start, side="right") - 1
     covered = (r >= 0) & (run_end[np.maximum(r, 0)] >= s_end) if len(run_start) else np.zeros(len(segs), bool)
+    runs = _Runs(run_start, run_end, trained)
     for j in np.flatnonzero(~covered).tolist():
-        _check_uncovered(
-            int(segs[j]),
-            int(s_start[j]),
-            int(s_end[j]),
-            run_start,
-            run_end,
-            encoded,
-            trained,
-            seg_start,
-            seg_trained,
-            header_ok,
-            seg_message,
-            text,
-            name,
-        )
+        _check_uncovered(int(segs[j]), int(s_start[j]), int(s_end[j]), runs, rendered, encoded, classes, policy, name)
+
+
+class _Runs(NamedTuple):
+    """The runs of trained tokens: where each starts and ends in the text, and the per-token decision."""
+
+    start: np.ndarray
+    end: np.ndarray
+    trained: np.ndarray
 
 
 def _check_uncovered(
     k: int,
     start: int,
     end: int,
-    run_start: np.ndarray,
-    run_end: np.ndarray,
+    runs: _Runs,
+    rendered: Rendered,
     encoded: Encoded,
-    trained: np.ndarray,
-    seg_start: np.ndarray,
-    seg_trained: np.ndarray,
-    header_ok: np.ndarray,
-    seg_message: np.ndarray,
-    text: str,
+    classes: list[int],
+    policy: Policy,
     name: str,
 ) -> None:
     """Characters ``start..end`` of trained segment ``k`` not inside one run: each must lie in a
     trained token (a character no token claims belongs to the token before it), or in an
-    untrained token that also covers text the policy does not train."""
+    untrained token that the straddle rule leaves untrained (it also covers text the policy does not train)."""
     encoding = encoded.encoding
+    run_start, run_end, trained = runs
+    seg_start, seg_message, text = rendered.seg_start, rendered.messages, rendered.text
     pos = start
     while pos < end:
         r = int(np.searchsorted(run_start, pos, side="right")) - 1
@@ -457,11 +397,7 @@ def _check_uncovered(
             continue
         k0 = int(np.searchsorted(seg_start, a, side="right")) - 1
         k1 = int(np.searchsorted(seg_start, max(b - 1, a), side="right")) - 1
-        covered = range(k0, k1 + 1)
-        if all(seg_trained[c] and seg_message[c] == seg_message[k] for c in covered) or (
-            all((seg_trained[c] or header_ok[c]) and seg_message[c] == seg_message[k] for c in covered)
-            and header_ok[k0]
-        ):
+        if decide_token(classes[k0 : k1 + 1], seg_message[k0] == seg_message[k1], policy)[0]:
             msg = f"token {t} ({text[a:b]!r:.60}) lies inside a trained reply but is not trained"
             fail(name, int(seg_message[k]), msg)
         pos = max(pos + 1, b)

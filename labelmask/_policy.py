@@ -144,7 +144,8 @@ class Trained:
     n_boundary_dropped: int
 
 
-_BLOCKED, _TRAINED, _HEADER = 0, 1, 2
+# The class of a segment of text under a policy (see the module docstring).
+BLOCKED, TRAINED, TOLERATED = 0, 1, 2
 _HEADER_PART = int(Part.HEADER)
 
 
@@ -168,16 +169,34 @@ def trained_messages(policy: Policy, roles: tuple[int, ...], train: tuple[bool |
     return ok
 
 
-def _straddle(covered: list[int], same_message: bool, drop_straddle: bool) -> tuple[bool, bool, bool]:
+def segment_classes(
+    messages: list[int], generated: list[bool], parts: list[int], message_ok: list[bool], policy: Policy
+) -> list[int]:
+    """The class of each segment: :data:`TRAINED` (in the generated region of a trained message,
+    in a part the policy trains), :data:`TOLERATED` (a trained message's header) or :data:`BLOCKED`.
+
+    The one place that says which text the policy trains; labels (:func:`label_runs`,
+    :func:`apply_policy`) and the fail-closed check (``_guard``) all start from it.
+    """
+    _, part_ok = policy._lists
+    return [
+        (TRAINED if g and part_ok[p] else TOLERATED if p == _HEADER_PART else BLOCKED) if message_ok[m] else BLOCKED
+        for m, g, p in zip(messages, generated, parts)
+    ]
+
+
+def decide_token(covered: list[int], same_message: bool, policy: Policy) -> tuple[bool, bool, bool]:
     """``(trained, covers_header, covers_trained)`` of a token over segments of classes ``covered``.
 
-    It is trained when it covers trained text and no blocked text; a header only in a token
-    that runs from a message's header into that same message's reply (``same_message``: its
-    first and last segment belong to one message), never from a reply into the next turn's header.
+    The straddle rule, in one place: a token is trained when it covers trained text and no blocked
+    text; a header only in a token that runs from a message's header into that same message's reply
+    (``same_message``: its first and last segment belong to one message) and only under
+    ``straddle="train"``, never from a reply into the next turn's header.
     """
-    covers_trained = _TRAINED in covered
-    covers_header = _HEADER in covered
-    ok = covers_trained and _BLOCKED not in covered and not (covers_header and (drop_straddle or not same_message))
+    covers_trained = TRAINED in covered
+    covers_header = TOLERATED in covered
+    drop = policy.straddle != "train"
+    ok = covers_trained and BLOCKED not in covered and not (covers_header and (drop or not same_message))
     return ok, covers_header, covers_trained
 
 
@@ -187,24 +206,18 @@ def apply_policy(aligned: Aligned, policy: Policy, message_ok: list[bool]) -> Tr
     Args:
         message_ok: Which messages are trained, from :func:`trained_messages`.
     """
-    _, part_ok = policy._lists
     # Per segment, in Python (a few dozen; cheaper than a numpy call each), then spread over tokens.
-    messages, generated, parts = aligned.messages, aligned.generated, aligned.parts
-    seg_trained = [message_ok[m] and g and part_ok[p] for m, g, p in zip(messages, generated, parts)]
-    trained = aligned.per_token(seg_trained, False, bool)
+    messages = aligned.messages
+    classes = segment_classes(messages, aligned.generated, aligned.parts, message_ok, policy)
+    trained = aligned.per_token([c == TRAINED for c in classes], False, bool)
     # A token inside one segment is trained when that segment is. Tokens over several segments
     # (a header's end merged with a reply's start, a reply's trailing space with the next header)
     # are few; each is decided from the classes it covers, as Aligned.touches would.
     n_straddle = n_dropped = 0
     if aligned.straddles:
-        classes = [
-            _TRAINED if ok else _HEADER if message_ok[m] and p == _HEADER_PART else _BLOCKED
-            for ok, m, p in zip(seg_trained, messages, parts)
-        ]
-        drop_straddle = policy.straddle != "train"
         for token, start, stop in aligned.straddles:
             same = messages[start] == messages[stop]
-            ok, covers_header, covers_trained = _straddle(classes[start : stop + 1], same, drop_straddle)
+            ok, covers_header, covers_trained = decide_token(classes[start : stop + 1], same, policy)
             trained[token] = ok
             n_straddle += ok and covers_header
             n_dropped += covers_trained and not ok
@@ -237,18 +250,14 @@ def plan_runs(rendered: Rendered, generated: list[bool], message_ok: list[bool],
         generated: Per segment, from :func:`labelmask._align.generated_segments`.
         message_ok: Which messages are trained, from :func:`trained_messages`.
     """
-    _, part_ok = policy._lists
     seg_start = rendered.bounds
     bounds: list[int] = []
     classes: list[int] = []
     owners: list[int] = []
     last = None
-    for k, (m, g, p) in enumerate(zip(rendered.messages, generated, rendered.parts)):
-        if message_ok[m]:
-            c = _TRAINED if g and part_ok[p] else _HEADER if p == _HEADER_PART else _BLOCKED
-        else:
-            c = _BLOCKED
-        key = -1 if c == _BLOCKED else 4 * m + c  # message >= 0 here: text outside messages is blocked
+    seg_classes = segment_classes(rendered.messages, generated, rendered.parts, message_ok, policy)
+    for k, (m, c) in enumerate(zip(rendered.messages, seg_classes)):
+        key = -1 if c == BLOCKED else 4 * m + c  # message >= 0 here: text outside messages is blocked
         if key != last:
             bounds.append(seg_start[k])
             classes.append(c)
@@ -279,17 +288,16 @@ def label_runs(
     classes = runs.classes
     # Tokens ending in a run take its class; whole runs are cut out by slice, no per-token work.
     for k, c in enumerate(classes):
-        if c != _TRAINED:
+        if c != TRAINED:
             a, b = firsts[k], firsts[k + 1]
             if b > a:
                 labels[a:b] = [IGNORE_INDEX] * (b - a)
     n_straddle = n_dropped = 0
     if straddles:
         messages = runs.messages
-        drop_straddle = policy.straddle != "train"
         for token, (start, stop) in straddles.items():
             same = messages[start] == messages[stop]
-            ok, covers_header, covers_trained = _straddle(classes[start : stop + 1], same, drop_straddle)
+            ok, covers_header, covers_trained = decide_token(classes[start : stop + 1], same, policy)
             labels[token] = ids[token] if ok else IGNORE_INDEX
             n_straddle += ok and covers_header
             n_dropped += covers_trained and not ok

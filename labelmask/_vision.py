@@ -33,7 +33,7 @@ from labelmask.errors import ConversationError, TokenizerError
 __all__ = ["added_tokens", "attach_images", "collect_images", "expand", "is_processor", "openai_image_parts"]
 
 IMAGE_KEYS = ("image", "url", "path", "base64")
-_IMAGE = int(Part.IMAGE)
+_IMAGE_PART = int(Part.IMAGE)
 
 
 def is_processor(obj: Any) -> bool:
@@ -166,7 +166,7 @@ def expand(
     segment = np.searchsorted(rendered.seg_start, positions, side="right") - 1
     if annotated:
         for k in segment.tolist():
-            if int(rendered.seg_part[k]) != _IMAGE:
+            if int(rendered.seg_part[k]) != _IMAGE_PART:
                 message = int(rendered.seg_message[k])
                 msg = (
                     f"Message {message}: its text contains the image placeholder {placeholder!r}, which the "
@@ -200,7 +200,9 @@ def expand(
         raise ConversationError(msg, message_index=message, template=name) from exc
     out = dict(out)
     replacements = out.pop("text_replacement_offsets", [[]])[0]
-    edits = [Edit(r["span"][0], r["span"][1], r["replacement"], _IMAGE) for r in replacements if r["type"] == "image"]
+    edits = [
+        Edit(r["span"][0], r["span"][1], r["replacement"], _IMAGE_PART) for r in replacements if r["type"] == "image"
+    ]
     if [e.start for e in edits] != positions:
         raise TokenizerError(
             f"{type(processor).__name__} replaced image placeholders at {[e.start for e in edits]}, not where "

@@ -18,7 +18,7 @@ from labelmask._encode import backend_of, encode
 from labelmask._guard import check_labels
 from labelmask._messages import normalize_conversation
 from labelmask._policy import apply_policy, trained_messages
-from labelmask._registry import find_template
+from labelmask._registry import REGISTRY
 from labelmask._render import compile_template, render_annotated
 
 MESSAGES = [
@@ -32,7 +32,7 @@ MESSAGES = [
 
 def stages(tokenizer, messages=MESSAGES, policy=None):
     policy = Policy() if policy is None else policy
-    annotated = find_template(tokenizer.chat_template)
+    annotated = REGISTRY.find(tokenizer.chat_template)
     conversation = normalize_conversation(messages, content_format=annotated.content_format)
     variables = {
         **tokenizer.special_tokens_map,
