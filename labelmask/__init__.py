@@ -1,12 +1,16 @@
 """labelmask: exact training labels for chat and vision-language fine-tuning.
 
-The data flow, one module per stage::
+The data flow, one module per step (``_pipeline`` runs them; docs/how-it-works.md draws it)::
 
-    messages --_messages--> template data
-             --_render-->   text + character spans   (annotated template, checked against the stock one)
-             --_encode-->   ids + offsets            (one fast-tokenizer call)
-             --_align-->    token provenance         (numpy prefix sums)
-             --_policy-->   labels
+    messages --_messages--> template data                 (normalize)
+             --_render-->   text + spans (_rendered)      (annotated template, or _derive's fallback)
+             --_guard-->    control tokens kept, escaped or refused
+             --_edit-->     EOS after replies (add_eos)
+             --_policy-->   runs of text to train          (plan, before tokenizing)
+             --_encode-->   ids + offsets                  (one fast-tokenizer call)
+             --_align-->    where each run's tokens begin  (locate)
+             --_policy-->   labels                         (label)
+             --_result-->   MaskedConversation
 """
 
 from labelmask._batch import mask_conversations

@@ -28,15 +28,21 @@ from contextlib import contextmanager
 from typing import Any
 
 from labelmask._encode import Encoded, encode_batch
-from labelmask._pipeline import Options, Staged, check_options, check_processor, finish_step, render_step
+from labelmask._pipeline import (
+    Options,
+    Staged,
+    check_on_error,
+    check_options,
+    check_processor,
+    finish_step,
+    render_step,
+)
 from labelmask._policy import Policy
 from labelmask._result import MaskedConversation
 from labelmask._vision import is_processor
-from labelmask.errors import LabelmaskError, TokenizerError
+from labelmask.errors import LabelmaskError, OptionError, TokenizerError
 
 __all__ = ["mask_conversations"]
-
-_ON_ERROR = ("raise", "return")
 
 
 def mask_conversations(
@@ -74,8 +80,11 @@ def mask_conversations(
         add_eos: As for :func:`mask_conversation`.
         on_error: ``"raise"``: the first conversation that raises a
             :class:`~labelmask.LabelmaskError` raises it, its message starting
-            ``"Conversation <index>: "`` and its ``index`` attribute set. ``"return"``:
-            the error takes that conversation's place in the result list.
+            ``"Conversation <index>: "`` and its ``index`` attribute set. ``"drop"``: the
+            conversation is left out of the result list (each result's position then no
+            longer says which conversation it is; use ``"return"`` to keep positions).
+            ``"return"``: the error takes that conversation's place in the result list. The
+            same words as :func:`mask_dataset`'s ``on_error``.
         chunk_size: Conversations per tokenizer call; one chunk is tokenized (on every core)
             while the next renders and the previous one is labelled. Results do not depend
             on it; the default keeps both cores busy on a few dozen conversations already.
@@ -94,7 +103,7 @@ def mask_conversations(
     Raises:
         LabelmaskError: with ``on_error="raise"``, the first failing conversation's error.
         TokenizerError: not a fast tokenizer, or a multimodal processor.
-        ValueError: ``tools`` is not one entry per conversation; a bad option.
+        OptionError: ``tools`` is not one entry per conversation; a bad option (also a ``ValueError``).
 
     Example:
         >>> batch = [[{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]] * 3
@@ -106,11 +115,10 @@ def mask_conversations(
             "mask_conversations does not truncate; call mask_conversation(..., max_length=...) per conversation, "
             "or cut rows in the Collator."
         )
-        raise ValueError(msg)
-    if on_error not in _ON_ERROR:
-        raise ValueError(f"on_error={on_error!r}: use 'raise' or 'return'.")
+        raise OptionError(msg)
+    check_on_error(on_error, ("raise", "drop", "return"), "mask_conversations")
     if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1:
-        raise ValueError(f"chunk_size={chunk_size!r}: use a positive int.")
+        raise OptionError(f"chunk_size={chunk_size!r}: use a positive int.")
     options = check_options(
         policy=policy,
         return_tensors=return_tensors,
@@ -140,14 +148,14 @@ def mask_conversations(
                 f"tools has {len(tools)} entries for {len(conversations)} conversations: pass one per "
                 "conversation (a list of schemas, or None), e.g. tools=[schemas] * len(conversations)."
             )
-            raise ValueError(msg)
+            raise OptionError(msg)
         for i, entry in enumerate(tools):
             if isinstance(entry, dict):
                 msg = (
                     f"tools[{i}] is a dict, not a list of tool schemas: tools takes one entry per conversation "
                     "(you probably meant tools=[schemas] * len(conversations))."
                 )
-                raise ValueError(msg)
+                raise OptionError(msg)
 
     def render(i: int) -> Staged | LabelmaskError:
         try:
@@ -169,6 +177,8 @@ def mask_conversations(
             pending = (staged, future)
         if pending is not None:
             results.extend(_finish_chunk(*pending, len(results), options, on_error, tokenizer, backend))
+    if on_error == "drop":
+        return [r for r in results if not isinstance(r, LabelmaskError)]
     return results
 
 

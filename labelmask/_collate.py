@@ -13,8 +13,10 @@ from typing import Any
 
 import numpy as np
 
-from labelmask._mask import mask_conversation
+from labelmask._mask import mask_with
+from labelmask._pipeline import check_options
 from labelmask._policy import IGNORE_INDEX, Policy
+from labelmask.errors import OptionError
 
 __all__ = ["Collator"]
 
@@ -103,11 +105,15 @@ class Collator:
         tokenizer = getattr(processor, "tokenizer", processor) if not hasattr(processor, "pad_token_id") else processor
         side = padding_side or getattr(tokenizer, "padding_side", None) or "right"
         if side not in ("left", "right"):
-            raise ValueError(f"padding_side={side!r}: use 'left' or 'right'.")
+            raise OptionError(f"padding_side={side!r}: use 'left' or 'right'.")
         if pad_to_multiple_of is not None and (not isinstance(pad_to_multiple_of, int) or pad_to_multiple_of < 1):
-            raise ValueError(f"pad_to_multiple_of={pad_to_multiple_of!r}: use a positive int or None.")
+            raise OptionError(f"pad_to_multiple_of={pad_to_multiple_of!r}: use a positive int or None.")
         if return_tensors not in ("pt", "np"):
-            raise ValueError(f"return_tensors={return_tensors!r}: use 'pt' or 'np'.")
+            raise OptionError(f"return_tensors={return_tensors!r}: use 'pt' or 'np'.")
+        # Checked once here, so a wrong option fails when the collator is made, not at the first batch.
+        self.options = check_options(
+            policy=policy, template=template, add_eos=add_eos, return_tensors="np", **template_kwargs
+        )
         self.processor = processor
         self.policy = policy
         self.template = template
@@ -163,16 +169,12 @@ class Collator:
             wanted = {"input_ids", *_PAD_VALUES, *_TOKEN_ALIGNED, *_VISION_KEYS}
             sample = {k: np.asarray(v) for k, v in feature.items() if k in wanted}
         elif self.messages_key in feature:
-            out = mask_conversation(
+            out = mask_with(
                 feature[self.messages_key],
                 self.processor,
-                tools=feature.get(self.tools_key),
-                policy=self.policy,
-                template=self.template,
-                return_tensors="np",
-                images=feature.get(self.images_key),
-                add_eos=self.add_eos,
-                **self.template_kwargs,
+                feature.get(self.tools_key),
+                self.options,
+                feature.get(self.images_key),
             )
             sample = {k: out[k] for k in out}
         else:

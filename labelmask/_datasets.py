@@ -25,11 +25,12 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from labelmask._mask import mask_conversation
+from labelmask._mask import mask_with
+from labelmask._pipeline import Options, check_on_error, check_options
 from labelmask._policy import Policy
 from labelmask._registry import REGISTRY
 from labelmask._vision import is_processor
-from labelmask.errors import ConversationError, LabelmaskError
+from labelmask.errors import ConversationError, LabelmaskError, OptionError
 
 __all__ = ["MaskStats", "mask_dataset"]
 
@@ -105,7 +106,9 @@ def mask_dataset(
         on_error: ``"raise"``: a row raising a :class:`~labelmask.LabelmaskError`
             (including :class:`~labelmask.NothingToTrainError`) raises it, its message
             starting ``"Row <index>: "`` and its ``row`` attribute set. ``"drop"``: such
-            rows are dropped and counted in :attr:`MaskStats.dropped` by error class.
+            rows are dropped and counted in :attr:`MaskStats.dropped` by error class. (The same
+            words as :func:`mask_conversations`'s ``on_error``; a dataset column holds no
+            exception objects, so ``"return"`` is not one of them here.)
         remove_columns: ``True`` drops every source column, ``False`` keeps them all,
             a list drops those.
         num_proc: Worker processes for ``Dataset.map`` (``None``: this process).
@@ -134,21 +137,19 @@ def mask_dataset(
             (in a worker process, the first one that worker met).
         ConversationError: struct-typed ``arguments`` or ``tools`` without ``trust_structs=True``.
         KeyError: no ``messages_column``.
-        ValueError: a kept source column has the name of an output column.
+        OptionError: a bad option; a kept source column has the name of an output column (a ``ValueError``).
     """
     import datasets
 
-    if on_error not in ("raise", "drop"):
-        raise ValueError(f"on_error={on_error!r}: use 'raise' or 'drop'.")
+    check_on_error(on_error, ("raise", "drop"), "mask_dataset")
     if is_processor(processor):
         msg = (
             f"mask_dataset writes text columns only, and {type(processor).__name__} is a multimodal processor "
             "whose pixel values would be lost. Mask image samples on the fly with Collator(processor) "
             "(images decoded per batch), or pass processor.tokenizer for text-only rows."
         )
-        raise TypeError(msg)
-    if policy is not None and not isinstance(policy, Policy):
-        raise TypeError(f"policy must be a labelmask.Policy, not {type(policy).__name__}")
+        raise OptionError(msg)
+    options = check_options(policy=policy, template=template, return_tensors="np", **template_kwargs)
     columns = list(dataset.column_names)
     if messages_column not in columns:
         raise KeyError(f"The dataset has no column {messages_column!r} (columns: {columns}); pass messages_column=.")
@@ -165,7 +166,7 @@ def mask_dataset(
     written = _OUTPUT + _REPORT + (_PROVENANCE if keep_provenance else ())
     clash = [c for c in kept if c in written]
     if clash:
-        raise ValueError(f"Source columns {clash} would be overwritten by labelmask's output; remove or rename them.")
+        raise OptionError(f"Source columns {clash} would be overwritten by labelmask's output; remove or rename them.")
     tools_column = tools_column if tools_column in columns else None
     if not trust_structs:
         _refuse_structs(dataset.features, messages_column, tools_column)
@@ -183,11 +184,9 @@ def mask_dataset(
         processor=processor,
         messages_column=messages_column,
         tools_column=tools_column,
-        policy=policy,
-        template=template,
+        options=options,
         on_error=on_error,
         keep_provenance=keep_provenance,
-        template_kwargs=template_kwargs,
         registered=_registered(),
     )
     fingerprint = _fingerprint(dataset, masker, removed, batch_size)
@@ -244,11 +243,9 @@ class _Masker:
     processor: Any
     messages_column: str
     tools_column: str | None
-    policy: Policy | None
-    template: str | None
+    options: Options
     on_error: str
     keep_provenance: bool
-    template_kwargs: dict[str, Any]
     registered: dict[str, Any]  # runtime registrations, re-made in a worker started by spawn
 
     def __call__(self, batch: Mapping[str, list], indices: list[int]) -> dict[str, list]:
@@ -261,15 +258,7 @@ class _Masker:
         tools_rows = batch[self.tools_column] if self.tools_column else [None] * len(indices)
         for row, messages, tools in zip(indices, batch[self.messages_column], tools_rows):
             try:
-                result = mask_conversation(
-                    _clean_messages(messages),
-                    self.processor,
-                    tools=_clean_tools(tools),
-                    policy=self.policy,
-                    template=self.template,
-                    return_tensors="np",
-                    **self.template_kwargs,
-                )
+                result = mask_with(_clean_messages(messages), self.processor, _clean_tools(tools), self.options)
             except LabelmaskError as exc:
                 exc.args = (f"Row {row}: {exc.args[0] if exc.args else ''}", *exc.args[1:])
                 exc.row = row
@@ -399,11 +388,11 @@ def _fingerprint(dataset: Any, masker: _Masker, removed: list[str], batch_size: 
     options = (
         masker.messages_column,
         masker.tools_column,
-        _policy_key(masker.policy),
-        masker.template,
+        _policy_key(masker.options.policy),
+        repr(dataclasses.replace(masker.options, policy=None, template_kwargs=None)),
         masker.on_error,
         masker.keep_provenance,
-        repr(sorted(masker.template_kwargs.items())),
+        repr(sorted(masker.options.template_kwargs.items())),
         removed,
         batch_size,
     )

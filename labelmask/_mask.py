@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from labelmask._pipeline import check_options, mask_one
+from labelmask._pipeline import Options, check_options, mask_one
 from labelmask._policy import Policy
 from labelmask._result import MaskedConversation, MaskReport
 from labelmask._truncate import mask_truncated
@@ -135,6 +135,12 @@ def mask_conversation(
         processor_kwargs=processor_kwargs,
         **template_kwargs,
     )
-    if max_length is not None:
+    return mask_with(messages, processor, tools, options, images)
+
+
+def mask_with(messages: Any, processor: Any, tools: Any, options: Options, images: Any = None) -> MaskedConversation:
+    """:func:`mask_conversation` with its options checked already (the Collator and mask_dataset check
+    them once per call, not once per conversation)."""
+    if options.max_length is not None:
         return mask_truncated(messages, processor, tools, options, images)
     return mask_one(messages, processor, tools, options, images)

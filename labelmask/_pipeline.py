@@ -131,6 +131,24 @@ def check_options(
     )
 
 
+# What a function that masks many conversations does with one that raises a LabelmaskError; the same
+# word means the same thing in every function that takes it.
+ON_ERROR = {
+    "raise": "raise the first error, naming the conversation (its index or row)",
+    "drop": "leave the conversation out of the result and count it",
+    "return": "put the error in the conversation's place in the result",
+}
+
+
+def check_on_error(on_error: Any, allowed: tuple[str, ...], function: str) -> None:
+    """Raise :class:`OptionError` unless ``on_error`` is one of ``allowed`` (words of :data:`ON_ERROR`)."""
+    if on_error not in allowed:
+        choices = "; ".join(f"{word!r}: {ON_ERROR[word]}" for word in allowed)
+        others = [w for w in ON_ERROR if w not in allowed]
+        why = f" ({function} has no {', '.join(map(repr, others))})" if others else ""
+        raise OptionError(f"{function}(on_error={on_error!r}): use {choices}{why}.")
+
+
 def check_processor(processor: Any, vision: bool) -> tuple[Any, Any]:
     """``(tokenizer, Rust tokenizer to encode with)``; raises for what cannot give offsets."""
     if type(processor).__name__ == "MistralCommonBackend":

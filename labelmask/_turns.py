@@ -18,7 +18,7 @@ from labelmask._mask import MaskedConversation, mask_conversation
 from labelmask._policy import IGNORE_INDEX, Policy
 from labelmask._result import array, relabel
 from labelmask._vision import attach_images, is_processor
-from labelmask.errors import ConversationError, NothingToTrainError
+from labelmask.errors import ConversationError, NothingToTrainError, OptionError
 
 __all__ = ["mask_turns"]
 
@@ -45,7 +45,7 @@ def mask_turns(
         raise ConversationError(f"messages must be a list of message mappings, not {type(messages).__name__}.")
     user_policy = policy if policy is not None else Policy()
     if not isinstance(user_policy, Policy):
-        raise TypeError(f"policy must be a labelmask.Policy, not {type(user_policy).__name__}")
+        raise OptionError(f"policy must be a labelmask.Policy, not {type(user_policy).__name__}")
     inner = dataclasses.replace(user_policy, on_empty="keep")
     images = kwargs.pop("images", None)
     if images is not None:

@@ -143,7 +143,7 @@ def test_empty_input_gives_an_empty_list(tokenizers):
     [
         ({"tools": [TOOLS]}, ValueError, r"tools has 1 entries for 2 conversations"),
         ({"tools": [TOOLS[0], None]}, ValueError, r"tools\[0\] is a dict.*tools=\[schemas\] \* len"),
-        ({"on_error": "drop"}, ValueError, r"on_error='drop': use 'raise' or 'return'"),
+        ({"on_error": "skip"}, labelmask.OptionError, r"on_error='skip'\): use 'raise': .*'drop': .*'return'"),
         ({"chunk_size": 0}, ValueError, r"chunk_size=0: use a positive int"),
         ({"max_length": 8}, ValueError, r"does not truncate; call mask_conversation\(\.\.\., max_length"),
         ({"return_tensors": "tf"}, ValueError, r"return_tensors='tf'"),
@@ -154,6 +154,21 @@ def test_empty_input_gives_an_empty_list(tokenizers):
 def test_invalid_arguments(tokenizers, kwargs, error, match):
     with pytest.raises(error, match=match):
         labelmask.mask_conversations([HI, HI], tokenizers["qwen3"], **kwargs)
+
+
+def test_on_error_drop_leaves_failures_out_and_return_keeps_their_place(tokenizers):
+    """The on_error words mean what they mean in mask_dataset: "drop" leaves the failing conversation out."""
+    bad = [{"role": "user", "content": "only a question"}]  # nothing to train
+    conversations = [HI, bad, HI]
+    returned = labelmask.mask_conversations(conversations, tokenizers["qwen3"], on_error="return")
+    assert isinstance(returned[1], labelmask.NothingToTrainError) and returned[1].index == 1
+    dropped = labelmask.mask_conversations(conversations, tokenizers["qwen3"], on_error="drop")
+    assert len(dropped) == 2
+    assert [d["labels"] for d in dropped] == [returned[0]["labels"], returned[2]["labels"]]
+    with pytest.raises(labelmask.OptionError, match="mask_dataset has no 'return'"):
+        from labelmask._pipeline import check_on_error
+
+        check_on_error("return", ("raise", "drop"), "mask_dataset")
 
 
 def test_refuses_what_has_no_offsets_and_multimodal_processors(tokenizers):

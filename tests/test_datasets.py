@@ -202,17 +202,20 @@ def test_json_string_tools_and_arguments(qwen3):
 
 def test_fingerprint_is_deterministic_and_follows_options(qwen3, plain):
     from labelmask._datasets import _fingerprint, _Masker
+    from labelmask._pipeline import check_options
 
-    def fingerprint(**options):
-        base = dict(
-            processor=qwen3, messages_column="messages", tools_column=None, policy=None, template=None,
-            on_error="raise", keep_provenance=False, template_kwargs={}, registered={},
+    def fingerprint(on_error="raise", **options):
+        masker = _Masker(
+            processor=qwen3, messages_column="messages", tools_column=None, options=check_options(**options),
+            on_error=on_error, keep_provenance=False, registered={},
         )  # fmt: skip
-        return _fingerprint(plain, _Masker(**{**base, **options}), ["messages", "id"], 1000)
+        return _fingerprint(plain, masker, ["messages", "id"], 1000)
 
     assert fingerprint() == fingerprint()
     assert fingerprint(policy=labelmask.Policy(roles={"assistant", "user"})) == fingerprint(
         policy=labelmask.Policy(roles={"user", "assistant"})
     )
     assert fingerprint() != fingerprint(policy=labelmask.Policy(eot=False))
-    assert fingerprint() != fingerprint(template_kwargs={"enable_thinking": False})
+    assert fingerprint() != fingerprint(enable_thinking=False)
+    assert fingerprint() != fingerprint(verify=True)
+    assert fingerprint() != fingerprint(on_error="drop")

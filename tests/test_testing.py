@@ -88,11 +88,11 @@ def test_check_conversation_returns_the_masked_conversation_and_names_the_failur
     tokenizer = tokenizer_with()
     messages = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]
     labelmask.register_template("good", GOOD, matches=[STOCK])
-    out = labelmask.testing.check_conversation(tokenizer, messages, template="good", eot="<|im_end|>")
+    out = labelmask.testing.check_conversation(messages, tokenizer, template="good", eot="<|im_end|>")
     assert out.report.template == "good"
     labelmask.register_template("broken", BROKEN["eot takes the newline"], matches=[STOCK])
     with pytest.raises(AssertionError, match="differs from differential"):
-        labelmask.testing.check_conversation(tokenizer, messages, template="broken", eot="<|im_end|>")
+        labelmask.testing.check_conversation(messages, tokenizer, template="broken", eot="<|im_end|>")
 
 
 def test_generation_prompt_check_skips_a_cut_the_template_refuses():

@@ -22,6 +22,7 @@ from __future__ import annotations
 from typing import Any
 
 from labelmask._result import MaskedConversation
+from labelmask.errors import OptionError
 from labelmask.testing import strategies
 from labelmask.testing._checks import CHECKS, Expect, Sample, check_sample
 from labelmask.testing.strategies import conversations, texts, tool_calls
@@ -39,8 +40,8 @@ __all__ = [
 
 
 def check_conversation(
-    tokenizer: Any,
     messages: list[dict],
+    tokenizer: Any,
     *,
     tools: list[dict] | None = None,
     template: str | None = None,
@@ -51,8 +52,8 @@ def check_conversation(
     """Mask one conversation and check every invariant on it.
 
     Args:
+        messages: As for :func:`labelmask.mask_conversation` (first, as there).
         tokenizer: A fast tokenizer whose ``chat_template`` is the stock template.
-        messages: As for :func:`labelmask.mask_conversation`.
         tools: As for :func:`labelmask.mask_conversation`.
         template: Name of the annotation under test (``None``: the one matched to the tokenizer).
         eot: The end-of-turn string the template writes after a reply, ``None`` if it
@@ -67,6 +68,12 @@ def check_conversation(
         AssertionError: an invariant does not hold.
         labelmask.LabelmaskError: labelmask refused the conversation.
     """
+    if hasattr(messages, "apply_chat_template") and not hasattr(tokenizer, "apply_chat_template"):
+        msg = (
+            "check_conversation takes (messages, tokenizer), in mask_conversation's order; it was given the "
+            "tokenizer first."
+        )
+        raise OptionError(msg)
     expect = expect if expect is not None else Expect(eot=eot, template=template)
     sample = Sample.mask(tokenizer, messages, tools, expect, template=template, **template_kwargs)
     check_sample(sample)
@@ -114,6 +121,6 @@ def check_template(
     @given(drawn=strategy, kwargs=kwargs_strategy)
     def run(drawn: Any, kwargs: dict) -> None:
         messages, tools = drawn
-        check_conversation(tokenizer, messages, tools=tools, template=template, expect=expect, **kwargs)
+        check_conversation(messages, tokenizer, tools=tools, template=template, expect=expect, **kwargs)
 
     run()
