@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from labelmask._mask import mask_with
 from labelmask._pipeline import check_options
 from labelmask._policy import IGNORE_INDEX, Policy
+from labelmask._truncate import mask_with
 from labelmask.errors import OptionError
 
 __all__ = ["Collator"]

@@ -25,10 +25,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from labelmask._mask import mask_with
 from labelmask._pipeline import Options, check_on_error, check_options
 from labelmask._policy import Policy
 from labelmask._registry import REGISTRY
+from labelmask._truncate import mask_with
 from labelmask._vision import is_processor
 from labelmask.errors import ConversationError, LabelmaskError, OptionError
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from labelmask._pipeline import Options, check_options, mask_one
+from labelmask._pipeline import check_options
 from labelmask._policy import Policy
 from labelmask._result import MaskedConversation, MaskReport
-from labelmask._truncate import mask_truncated
+from labelmask._truncate import mask_with
 
 __all__ = ["MaskReport", "MaskedConversation", "mask_conversation"]
 
@@ -136,11 +136,3 @@ def mask_conversation(
         **template_kwargs,
     )
     return mask_with(messages, processor, tools, options, images)
-
-
-def mask_with(messages: Any, processor: Any, tools: Any, options: Options, images: Any = None) -> MaskedConversation:
-    """:func:`mask_conversation` with its options checked already (the Collator and mask_dataset check
-    them once per call, not once per conversation)."""
-    if options.max_length is not None:
-        return mask_truncated(messages, processor, tools, options, images)
-    return mask_one(messages, processor, tools, options, images)

@@ -47,7 +47,17 @@ from labelmask.errors import (
     TokenizerError,
 )
 
-__all__ = ["Options", "Staged", "check_options", "check_processor", "finish_step", "mask_one", "render_step"]
+__all__ = [
+    "Options",
+    "Staged",
+    "check_on_error",
+    "check_options",
+    "check_processor",
+    "finish_step",
+    "mask_one",
+    "render_step",
+    "with_images",
+]
 
 TRUNCATION_MODES = ("right", "left", "turns", "drop")
 _DEFAULT_POLICY = Policy()
@@ -163,19 +173,24 @@ def check_processor(processor: Any, vision: bool) -> tuple[Any, Any]:
     return tokenizer, backend_of(tokenizer)
 
 
+def with_images(messages: Any, processor: Any, images: Any) -> Any:
+    """``messages`` with ``images`` put into the image parts that carry none, in order (a processor's only)."""
+    if not is_processor(processor):
+        msg = (
+            f"images= needs a multimodal processor; {type(processor).__name__} is not one. Pass the model's "
+            "processor (AutoProcessor), or drop the images for a text-only sample."
+        )
+        raise ConversationError(msg)
+    return attach_images(openai_image_parts(messages), images)
+
+
 def mask_one(messages: Any, processor: Any, tools: Any, options: Options, images: Any = None) -> MaskedConversation:
     """One conversation through every step, untruncated (``options.max_length`` is ``_truncate``'s)."""
     vision = is_processor(processor)
     if vision:
         messages = openai_image_parts(messages)
     if images is not None:
-        if not vision:
-            msg = (
-                f"images= needs a multimodal processor; {type(processor).__name__} is not one. Pass the model's "
-                "processor (AutoProcessor), or drop the images for a text-only sample."
-            )
-            raise ConversationError(msg)
-        messages = attach_images(messages, images)
+        messages = with_images(messages, processor, images)
     tokenizer, backend = check_processor(processor, vision)
     staged = render_step(messages, processor, tokenizer, tools, options)
     if not vision:

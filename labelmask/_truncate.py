@@ -28,18 +28,21 @@ from typing import Any
 import numpy as np
 
 from labelmask._parts import Part, Role
-from labelmask._pipeline import Options, mask_one
+from labelmask._pipeline import Options, mask_one, with_images
 from labelmask._policy import IGNORE_INDEX, Policy
-from labelmask._result import array, arrays, restrict, with_report
+from labelmask._result import MaskedConversation, array, arrays, restrict, with_report
 from labelmask.errors import NothingToTrainError, TruncationError
 
-__all__ = ["mask_truncated"]
+__all__ = ["mask_truncated", "mask_with"]
 
 
 def mask_truncated(messages: Any, processor: Any, tools: Any, options: Options, images: Any = None) -> Any:
     """The sample cut to ``options.max_length`` tokens by ``options.truncation``."""
     max_length, truncation = options.max_length, options.truncation
     user_policy = options.policy
+    if images is not None:
+        # Put in once: truncation='turns' renders shorter conversations, whose images go with their turns.
+        messages, images = with_images(messages, processor, images), None
     inner = dataclasses.replace(options, policy=dataclasses.replace(user_policy, on_empty="keep"))
     out = mask_one(messages, processor, tools, inner, images)
     n = out.report.n_tokens
@@ -129,3 +132,11 @@ def _checked(out: Any, policy: Policy, *, n_cut: int, why: str) -> Any:
         )
         raise NothingToTrainError(msg, template=out.report.template)
     return out
+
+
+def mask_with(messages: Any, processor: Any, tools: Any, options: Options, images: Any = None) -> MaskedConversation:
+    """:func:`~labelmask.mask_conversation` with its options checked already (the Collator and
+    mask_dataset check them once per call, not once per conversation): truncated if they say so."""
+    if options.max_length is not None:
+        return mask_truncated(messages, processor, tools, options, images)
+    return mask_one(messages, processor, tools, options, images)

@@ -213,11 +213,11 @@ def test_show_takes_a_registered_template_name_with_a_dot(capsys, tmp_path):
 def test_show_reads_a_processor_folder_and_writes_an_image_run_once(capsys, tmp_path, monkeypatch):
     from PIL import Image
 
-    import labelmask._mask
+    import labelmask._pipeline
     from tests.fixtures import load_processor
 
     # The warning is issued once per template per process: forget earlier tests' warnings.
-    monkeypatch.setattr(labelmask._mask, "_WARNED_NO_EOT", set())
+    monkeypatch.setattr(labelmask._pipeline, "_WARNED_NO_EOT", set())
 
     folder = tmp_path / "llava"
     load_processor("llava-1.5").save_pretrained(folder)

@@ -245,9 +245,9 @@ def test_llava_add_eos_trains_an_eos_after_every_reply(processors, data):
 
 
 def test_llava_without_eos_warns_once_naming_the_template(processors, monkeypatch):
-    import labelmask._mask as mask_module
+    import labelmask._pipeline as pipeline
 
-    monkeypatch.setattr(mask_module, "_WARNED_NO_EOT", set())
+    monkeypatch.setattr(pipeline, "_WARNED_NO_EOT", set())
     processor = processors("llava-1.5")
     messages = [
         {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is it?"}]},
