@@ -22,7 +22,7 @@ import labelmask
 from labelmask.testing import Expect
 from labelmask.testing._checks import Sample, check_sample, labelmask_clock
 from tests.fixtures import load_tokenizer
-from tests.strategies import conversations, mistral_conversations
+from tests.strategies import GPT_OSS_KWARGS, conversations, gpt_oss_conversations, mistral_conversations
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,6 +134,16 @@ CASES = {
     # --- qwen3.5-3.8 and qwen3-vl: begin ---
     # --- qwen3.5-3.8 and qwen3-vl: end ---
     # --- gpt-oss (Harmony): begin ---
+    # The model stops with <|return|> after its final message and <|call|> after a tool call
+    # (generation_config eos_token_id; harmony docs/format.md). A final message in the history is
+    # closed by <|end|> where the model wrote <|return|>: not its output, never trained.
+    "gpt-oss": Case(
+        gpt_oss_conversations(),
+        "<|return|>",
+        GPT_OSS_KWARGS,
+        other_eots=("<|call|>",),
+        history_eots=("<|end|>",),
+    ),
     # --- gpt-oss (Harmony): end ---
     # --- glm-4.5 and deepseek v3/r1: begin ---
     # --- glm-4.5 and deepseek v3/r1: end ---
