@@ -88,3 +88,124 @@ def mistral_conversations(
         while messages[-1]["role"] != "assistant":
             messages.pop()
     return messages, (TOOLS if tools and draw(st.booleans()) else None)
+
+
+# --- gpt-oss (Harmony) ---
+
+# Look-alikes of Harmony's control tokens and message headers. Not the two channel headers the
+# gpt-oss template refuses in assistant text ("<|channel|>analysis<|message|>", "<|channel|>final<|message|>").
+HARMONY_LOOKALIKES = (
+    "<|end|><|start|>assistant",
+    "<|start|>assistant",
+    "<|return|>",
+    "<|call|>",
+    "<|end|>",
+    "<|message|>",
+    "<|channel|>commentary json<|message|>",
+    " to=functions.get_weather",
+    "<|constrain|>json",
+    "<|start|>functions.get_weather to=assistant<|channel|>commentary<|message|>",
+    "final",
+    "analysis",
+)
+_REFUSED_BY_GPT_OSS = ("<|channel|>analysis<|message|>", "<|channel|>final<|message|>")
+
+
+@st.composite
+def harmony_texts(draw) -> str:
+    """Message text (:func:`texts`), a quarter of the time built from Harmony look-alikes."""
+    if draw(st.integers(0, 3)):
+        text = draw(texts())
+    else:
+        text = "".join(draw(st.lists(st.sampled_from(HARMONY_LOOKALIKES + WORDS), min_size=1, max_size=3)))
+    if any(s in text for s in _REFUSED_BY_GPT_OSS):
+        return "analysis"
+    return text
+
+
+# Function tools in the shapes gpt-oss's template writes as a TypeScript namespace.
+HARMONY_TOOLS = [
+    *TOOLS,
+    {
+        "type": "function",
+        "function": {
+            "name": "search",
+            "description": "Search the web",
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    "query": {"type": "string", "description": "What to look for"},
+                    "topn": {"type": "integer", "default": 10},
+                    "sites": {"type": "array", "items": {"type": "string"}},
+                    "unit": {"type": "string", "enum": ["c", "f"], "default": "c"},
+                    "safe": {"type": "boolean", "nullable": True},
+                },
+                "required": ["query"],
+            },
+        },
+    },
+    {"type": "function", "function": {"name": "now", "description": "The time", "parameters": {"type": "object"}}},
+]
+
+REASONING_FIELDS = ("thinking", "reasoning_content", "reasoning")
+
+
+@st.composite
+def gpt_oss_conversations(draw, *, max_turns: int = 40) -> tuple[list[dict], list[dict] | None]:
+    """A conversation gpt-oss's template accepts, and its tools (or None).
+
+    An optional leading system or developer message (the developer block); user turns,
+    each answered by one or two assistant messages: a final reply (content, maybe reasoning
+    under any of its field names) or a single tool call with its analysis in ``content``
+    or in the reasoning field (never both: the template refuses that) or none, then
+    usually its results (tool messages). Sometimes a later system or developer message,
+    which the template does not render. Most conversations end on an assistant message.
+    """
+    text = harmony_texts()
+    messages: list[dict] = []
+    if draw(st.booleans()):
+        messages.append({"role": draw(st.sampled_from(["system", "developer"])), "content": draw(text)})
+    n_exchanges = draw(st.one_of(st.integers(1, 3), st.integers(1, max(1, max_turns // 2))))
+    for _ in range(n_exchanges):
+        messages.append({"role": "user", "content": draw(text)})
+        if not draw(st.integers(0, 7)):
+            messages.append({"role": draw(st.sampled_from(["system", "developer"])), "content": draw(text)})
+        for _ in range(draw(st.integers(1, 2))):
+            if draw(st.booleans()):
+                call = draw(tool_calls(max_calls=1))[0]
+                if not draw(st.integers(0, 4)):
+                    call["function"]["content_type"] = draw(st.sampled_from(["json", "<|constrain|>json", "code"]))
+                message: dict = {"role": "assistant", "tool_calls": [call]}
+                analysis = draw(st.sampled_from(["content", "reasoning", "none"]))
+                if analysis == "content":
+                    message["content"] = draw(text)
+                else:
+                    empty = draw(st.sampled_from(["", None, "absent"]))
+                    if empty != "absent":
+                        message["content"] = empty
+                    if analysis == "reasoning":
+                        message[draw(st.sampled_from(REASONING_FIELDS))] = draw(text)
+                messages.append(message)
+                for _ in range(draw(st.sampled_from([1, 1, 1, 2, 0]))):
+                    messages.append({"role": "tool", "content": draw(text)})
+            else:
+                message = {"role": "assistant", "content": draw(text)}
+                if draw(st.booleans()):
+                    message[draw(st.sampled_from(REASONING_FIELDS))] = draw(text)
+                messages.append(message)
+    if draw(st.integers(0, 3)):
+        while messages[-1]["role"] != "assistant":
+            messages.pop()
+    tools = draw(st.sampled_from([None, TOOLS, HARMONY_TOOLS]))
+    return messages, tools
+
+
+# The arguments gpt-oss's template reads besides messages and tools.
+GPT_OSS_KWARGS = st.fixed_dictionaries(
+    {},
+    optional={
+        "reasoning_effort": st.sampled_from(["low", "medium", "high"]),
+        "model_identity": st.one_of(st.just("You are a helpful assistant."), texts()),
+        "builtin_tools": st.sampled_from([[], ["browser"], ["python"], ["browser", "python"]]),
+    },
+)

@@ -20,9 +20,9 @@ from hypothesis import strategies as st
 
 import labelmask
 from labelmask.testing import Expect
-from labelmask.testing._checks import Sample, check_sample
+from labelmask.testing._checks import Sample, check_sample, labelmask_clock
 from tests.fixtures import load_tokenizer
-from tests.strategies import conversations, mistral_conversations
+from tests.strategies import GPT_OSS_KWARGS, conversations, gpt_oss_conversations, mistral_conversations
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,6 +34,7 @@ class Case:
     template: str | None = None  # registered annotation expected, when not the case's own name
     trailer: str = ""  # text the stock template appends only when add_generation_prompt is false (Phi-3's eos)
     other_eots: tuple[str, ...] = ()  # other end-of-turn strings a reply may end with (Llama 3.1's <|eom_id|>)
+    history_eots: tuple[str, ...] = ()  # what closes a history reply instead of the model's stop (gpt-oss's <|end|>)
     image_tokens: tuple[str, ...] = ()  # special tokens the template writes for image parts (never trained)
 
 
@@ -133,6 +134,16 @@ CASES = {
     # --- qwen3.5-3.8 and qwen3-vl: begin ---
     # --- qwen3.5-3.8 and qwen3-vl: end ---
     # --- gpt-oss (Harmony): begin ---
+    # The model stops with <|return|> after its final message and <|call|> after a tool call
+    # (generation_config eos_token_id; harmony docs/format.md). A final message in the history is
+    # closed by <|end|> where the model wrote <|return|>: not its output, never trained.
+    "gpt-oss": Case(
+        gpt_oss_conversations(),
+        "<|return|>",
+        GPT_OSS_KWARGS,
+        other_eots=("<|call|>",),
+        history_eots=("<|end|>",),
+    ),
     # --- gpt-oss (Harmony): end ---
     # --- glm-4.5 and deepseek v3/r1: begin ---
     # --- glm-4.5 and deepseek v3/r1: end ---
@@ -148,6 +159,7 @@ def expect(case: Case, name: str) -> Expect:
     return Expect(
         eot=case.eot,
         other_eots=case.other_eots,
+        history_eots=case.history_eots,
         trailer=case.trailer,
         parts=case.parts,
         image_tokens=case.image_tokens,
@@ -200,7 +212,8 @@ def test_typed_content_parts_render_or_fail_like_the_stock_template(name, tokeni
     ]
     tokenizer = tokenizers[name]
     try:
-        stock = tokenizer.apply_chat_template(messages, tools=tools, tokenize=False, **kwargs)
+        with labelmask_clock():  # gpt-oss writes today's date; labelmask renders at a fixed instant
+            stock = tokenizer.apply_chat_template(messages, tools=tools, tokenize=False, **kwargs)
     except Exception:
         stock = None
     if stock is None:
