@@ -74,6 +74,16 @@ QWEN_VL_PARTS = (
     {"type": "video", "video": "file:///tmp/clip.mp4"},
 )
 
+# Nemotron 3: enable_thinking picks the generation prompt (<think>\n or <think></think>),
+# truncate_history_thinking (default true) rewrites replies before the last user message;
+# Super's low_effort and Ultra's medium_effort append a note to the last user message.
+def nemotron_kwargs(*flags: str) -> st.SearchStrategy:
+    names = ("enable_thinking", "truncate_history_thinking", *flags)
+    return st.fixed_dictionaries({}, optional={name: st.booleans() for name in names})
+
+
+NEMOTRON_KWARGS = nemotron_kwargs()
+
 CASES = {
     "qwen3": Case(
         conversations(tools=True, tool_role=True, reasoning=True),
@@ -137,6 +147,29 @@ CASES = {
     # --- glm-4.5 and deepseek v3/r1: begin ---
     # --- glm-4.5 and deepseek v3/r1: end ---
     # --- nemotron 3 and muse-glimmer: begin ---
+    # Nemotron 3: ChatML turns, <think> reasoning (an empty <think></think> inserted where a reply
+    # carries none), Qwen3-Coder XML tool calls from dict arguments (the template iterates them).
+    # A reply stops with <|im_end|>.
+    "nemotron-3-nano": Case(
+        conversations(tools=True, tool_role=True, reasoning=True, string_arguments=False),
+        "<|im_end|>",
+        NEMOTRON_KWARGS,
+    ),
+    "nemotron-3-super": Case(
+        conversations(tools=True, tool_role=True, reasoning=True, string_arguments=False),
+        "<|im_end|>",
+        nemotron_kwargs("low_effort"),
+    ),
+    "nemotron-3-ultra": Case(
+        conversations(tools=True, tool_role=True, reasoning=True, string_arguments=False),
+        "<|im_end|>",
+        nemotron_kwargs("medium_effort"),
+    ),
+    "nemotron-3.5-lightning": Case(
+        conversations(tools=True, tool_role=True, reasoning=True, string_arguments=False),
+        "<|im_end|>",
+        NEMOTRON_KWARGS,
+    ),
     # --- nemotron 3 and muse-glimmer: end ---
     # --- gemma 4 and diffusion-gemma: begin ---
     # --- gemma 4 and diffusion-gemma: end ---
