@@ -84,6 +84,17 @@ def nemotron_kwargs(*flags: str) -> st.SearchStrategy:
 
 NEMOTRON_KWARGS = nemotron_kwargs()
 
+# Muse Glimmer writes strftime_now() without current_date: labelmask freezes it, transformers does
+# not, so every case passes a date.
+MUSE_GLIMMER_KWARGS = st.fixed_dictionaries(
+    {"current_date": st.sampled_from(["2026-01-01", "2026-08-12"])},
+    optional={
+        "reasoning_strength": st.sampled_from(["low", "medium", "high", "xhigh"]),
+        "knowledge_cutoff": st.just("2025-12-31"),
+        "tool_namespace_descriptions": st.just({"get_weather": "Weather lookups"}),
+    },
+)
+
 CASES = {
     "qwen3": Case(
         conversations(tools=True, tool_role=True, reasoning=True),
@@ -169,6 +180,14 @@ CASES = {
         conversations(tools=True, tool_role=True, reasoning=True, string_arguments=False),
         "<|im_end|>",
         NEMOTRON_KWARGS,
+    ),
+    # Muse Glimmer: channelled replies (reasoning to=self, ATEM tool calls from dict arguments,
+    # which the template requires). <|eot|> stops a reply; <|eom|> ends one the next message continues.
+    "muse-glimmer": Case(
+        conversations(tools=True, tool_role=True, reasoning=True, string_arguments=False),
+        "<|eot|>",
+        MUSE_GLIMMER_KWARGS,
+        other_eots=("<|eom|>",),
     ),
     # --- nemotron 3 and muse-glimmer: end ---
     # --- gemma 4 and diffusion-gemma: begin ---
