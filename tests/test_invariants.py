@@ -74,6 +74,7 @@ QWEN_VL_PARTS = (
     {"type": "video", "video": "file:///tmp/clip.mp4"},
 )
 
+
 # Nemotron 3: enable_thinking picks the generation prompt (<think>\n or <think></think>),
 # truncate_history_thinking (default true) rewrites replies before the last user message;
 # Super's low_effort and Ultra's medium_effort append a note to the last user message.
