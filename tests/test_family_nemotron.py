@@ -125,10 +125,11 @@ def test_muse_glimmer_reasoning_and_tool_call(tokenizers):
     """After the generation prompt <|start|>assistant the model writes every channel of its reply:
     the to=self reasoning ending <|eom|>, the next <|start|>assistant, the call or the answer, and
     the <|eot|> that stops it."""
+    paris = {**WEATHER_CALL, "id": "call_1"}  # the tool result names its call: the header names the tool
     messages = [
         {"role": "user", "content": "Weather in Paris?"},
-        {"role": "assistant", "reasoning_content": "Call the tool.", "content": "", "tool_calls": [WEATHER_CALL]},
-        {"role": "tool", "content": "sunny"},
+        {"role": "assistant", "reasoning_content": "Call the tool.", "content": "", "tool_calls": [paris]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "sunny"},
         {"role": "assistant", "reasoning_content": "It said sunny.", "content": "Sunny."},
         {"role": "user", "content": "Thanks, and Rome?"},
         {"role": "assistant", "content": "", "tool_calls": [weather_call("Rome")]},
@@ -136,7 +137,9 @@ def test_muse_glimmer_reasoning_and_tool_call(tokenizers):
     ]
     out = mask(messages, tokenizers["muse-glimmer"], "muse-glimmer", tools=TOOLS, current_date="2026-08-12")
     assert out.text.startswith("<|begin_of_text|><|start|>system<|message|>You are a helpful AI assistant.")
-    assert '<|start|>tool <|message|><tool_output name="">\nsunny\n</tool_output><|eot|>' in out.text
+    assert (
+        '<|start|>tool get_weather<|message|><tool_output name="get_weather">\nsunny\n</tool_output><|eot|>' in out.text
+    )
     call = (
         '<atem:function_calls>\n<atem:invoke name="get_weather">\n'
         '<atem:parameter name="city">{}</atem:parameter>\n</atem:invoke>\n</atem:function_calls>'
