@@ -75,6 +75,28 @@ QWEN_VL_PARTS = (
     {"type": "video", "video": "file:///tmp/clip.mp4"},
 )
 
+
+# Nemotron 3: enable_thinking picks the generation prompt (<think>\n or <think></think>),
+# truncate_history_thinking (default true) rewrites replies before the last user message;
+# Super's low_effort and Ultra's medium_effort append a note to the last user message.
+def nemotron_kwargs(*flags: str) -> st.SearchStrategy:
+    names = ("enable_thinking", "truncate_history_thinking", *flags)
+    return st.fixed_dictionaries({}, optional={name: st.booleans() for name in names})
+
+
+NEMOTRON_KWARGS = nemotron_kwargs()
+
+# Muse Glimmer writes strftime_now() without current_date: labelmask freezes it, transformers does
+# not, so every case passes a date.
+MUSE_GLIMMER_KWARGS = st.fixed_dictionaries(
+    {"current_date": st.sampled_from(["2026-01-01", "2026-08-12"])},
+    optional={
+        "reasoning_strength": st.sampled_from(["low", "medium", "high", "xhigh"]),
+        "knowledge_cutoff": st.just("2025-12-31"),
+        "tool_namespace_descriptions": st.just({"get_weather": "Weather lookups"}),
+    },
+)
+
 CASES = {
     "qwen3": Case(
         conversations(tools=True, tool_role=True, reasoning=True),
@@ -148,6 +170,37 @@ CASES = {
     # --- glm-4.5 and deepseek v3/r1: begin ---
     # --- glm-4.5 and deepseek v3/r1: end ---
     # --- nemotron 3 and muse-glimmer: begin ---
+    # Nemotron 3: ChatML turns, <think> reasoning (an empty <think></think> inserted where a reply
+    # carries none), Qwen3-Coder XML tool calls from dict arguments (the template iterates them).
+    # A reply stops with <|im_end|>.
+    "nemotron-3-nano": Case(
+        conversations(tools=True, tool_role=True, reasoning=True, string_arguments=False),
+        "<|im_end|>",
+        NEMOTRON_KWARGS,
+    ),
+    "nemotron-3-super": Case(
+        conversations(tools=True, tool_role=True, reasoning=True, string_arguments=False),
+        "<|im_end|>",
+        nemotron_kwargs("low_effort"),
+    ),
+    "nemotron-3-ultra": Case(
+        conversations(tools=True, tool_role=True, reasoning=True, string_arguments=False),
+        "<|im_end|>",
+        nemotron_kwargs("medium_effort"),
+    ),
+    "nemotron-3.5-lightning": Case(
+        conversations(tools=True, tool_role=True, reasoning=True, string_arguments=False),
+        "<|im_end|>",
+        NEMOTRON_KWARGS,
+    ),
+    # Muse Glimmer: channelled replies (reasoning to=self, ATEM tool calls from dict arguments,
+    # which the template requires). <|eot|> stops a reply; <|eom|> ends one the next message continues.
+    "muse-glimmer": Case(
+        conversations(tools=True, tool_role=True, reasoning=True, string_arguments=False),
+        "<|eot|>",
+        MUSE_GLIMMER_KWARGS,
+        other_eots=("<|eom|>",),
+    ),
     # --- nemotron 3 and muse-glimmer: end ---
     # --- gemma 4 and diffusion-gemma: begin ---
     # --- gemma 4 and diffusion-gemma: end ---
