@@ -135,6 +135,9 @@ CASES = {
     # --- gpt-oss (Harmony): begin ---
     # --- gpt-oss (Harmony): end ---
     # --- glm-4.5 and deepseek v3/r1: begin ---
+    # R1-Distill: reasoning in content is cut from history (only what follows </think> is written);
+    # tool calls are never rendered (only for content None, a key transformers drops), tool results are.
+    "deepseek-r1-distill": Case(conversations(tools=True, tool_role=True, reasoning=True), "<｜end▁of▁sentence｜>"),
     # --- glm-4.5 and deepseek v3/r1: end ---
     # --- nemotron 3 and muse-glimmer: begin ---
     # --- nemotron 3 and muse-glimmer: end ---
