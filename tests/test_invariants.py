@@ -35,6 +35,8 @@ class Case:
     trailer: str = ""  # text the stock template appends only when add_generation_prompt is false (Phi-3's eos)
     other_eots: tuple[str, ...] = ()  # other end-of-turn strings a reply may end with (Llama 3.1's <|eom_id|>)
     image_tokens: tuple[str, ...] = ()  # special tokens the template writes for image parts (never trained)
+    next_header_eots: tuple[tuple[str, str], ...] = ()  # (role, token): a reply ends with the next turn's header (GLM)
+    policy: labelmask.Policy | None = None  # the policy masked with (None: the default)
 
 
 # Llama 3.2 writes strftime_now() when no date_string is passed: labelmask freezes it,
@@ -138,6 +140,17 @@ CASES = {
     # R1-Distill: reasoning in content is cut from history (only what follows </think> is written);
     # tool calls are never rendered (only for content None, a key transformers drops), tool results are.
     "deepseek-r1-distill": Case(conversations(tools=True, tool_role=True, reasoning=True), "<｜end▁of▁sentence｜>"),
+    # GLM-4.5 stops by generating <|user|> or <|observation|> (generation_config eos_token_id), the
+    # header token of the next user or tool turn: that token is a reply's end of turn. Tool-call
+    # arguments must be mappings (the template iterates over their items).
+    "glm-4.5": Case(
+        conversations(tools=True, tool_role=True, reasoning=True, string_arguments=False),
+        None,
+        st.sampled_from([{}, {"enable_thinking": False}, {"enable_thinking": True}]),
+        next_header_eots=(("user", "<|user|>"), ("tool", "<|observation|>")),
+        # Replies that write nothing but the empty think block, none followed by a stop token: nothing to train.
+        policy=labelmask.Policy(on_empty="keep"),
+    ),
     # --- glm-4.5 and deepseek v3/r1: end ---
     # --- nemotron 3 and muse-glimmer: begin ---
     # --- nemotron 3 and muse-glimmer: end ---
@@ -155,6 +168,7 @@ def expect(case: Case, name: str) -> Expect:
         parts=case.parts,
         image_tokens=case.image_tokens,
         template=case.template or name,
+        next_header_eots=case.next_header_eots,
     )
 
 
@@ -162,7 +176,7 @@ def draw_case(name, tokenizers, data) -> Sample:
     case = CASES[name]
     messages, tools = data.draw(case.strategy, label="conversation")
     kwargs = data.draw(case.kwargs, label="template kwargs")
-    return Sample.mask(tokenizers[name], messages, tools, expect(case, name), **kwargs)
+    return Sample.mask(tokenizers[name], messages, tools, expect(case, name), policy=case.policy, **kwargs)
 
 
 # The core engine's four templates draw the whole profile (200 in CI); every other
