@@ -22,7 +22,7 @@ import labelmask
 from labelmask.testing import Expect
 from labelmask.testing._checks import Sample, check_sample
 from tests.fixtures import load_tokenizer
-from tests.strategies import conversations, mistral_conversations
+from tests.strategies import conversations, json_arguments, mistral_conversations
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,6 +140,10 @@ CASES = {
     # R1-Distill: reasoning in content is cut from history (only what follows </think> is written);
     # tool calls are never rendered (only for content None, a key transformers drops), tool results are.
     "deepseek-r1-distill": Case(conversations(tools=True, tool_role=True, reasoning=True), "<｜end▁of▁sentence｜>"),
+    # DeepSeek-V3 concatenates tool-call arguments with text: JSON strings only.
+    "deepseek-v3": Case(
+        conversations(tools=True, tool_role=True, reasoning=True).map(json_arguments), "<｜end▁of▁sentence｜>"
+    ),
     # GLM-4.5 stops by generating <|user|> or <|observation|> (generation_config eos_token_id), the
     # header token of the next user or tool turn: that token is a reply's end of turn. Tool-call
     # arguments must be mappings (the template iterates over their items).
