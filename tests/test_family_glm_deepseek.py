@@ -33,9 +33,10 @@ def trained_runs(out) -> list[str]:
 def mask(messages, tokenizer, **kwargs):
     out = labelmask.mask_conversation(messages, tokenizer, return_tensors="np", verify=True, **kwargs)
     assert out.report.method == "annotated"
-    assert out["input_ids"].tolist() == tokenizer.apply_chat_template(
-        messages, tokenize=True, **{k: v for k, v in kwargs.items() if k in ("tools", "enable_thinking")}
-    )["input_ids"]
+    stock_kwargs = {k: v for k, v in kwargs.items() if k in ("tools", "enable_thinking")}
+    assert (
+        out["input_ids"].tolist() == tokenizer.apply_chat_template(messages, tokenize=True, **stock_kwargs)["input_ids"]
+    )
     return out
 
 
@@ -213,7 +214,8 @@ def test_deepseek_v3_tool_call_and_answer_after_tool_results(tokenizers):
     )
     assert out.text == (
         f"<｜begin▁of▁sentence｜><｜User｜>Weather in Paris?<｜Assistant｜>{calls}{eos}"
-        f"<｜tool▁outputs▁begin｜><｜tool▁output▁begin｜>sunny<｜tool▁output▁end｜><｜tool▁outputs▁end｜>It is sunny.{eos}"
+        "<｜tool▁outputs▁begin｜><｜tool▁output▁begin｜>sunny<｜tool▁output▁end｜><｜tool▁outputs▁end｜>"
+        f"It is sunny.{eos}"
     )
     # After tool results the generation prompt is empty: the answer is trained from its first character.
     assert trained_runs(out) == [calls + eos, f"It is sunny.{eos}"]
