@@ -209,3 +209,21 @@ GPT_OSS_KWARGS = st.fixed_dictionaries(
         "builtin_tools": st.sampled_from([[], ["browser"], ["python"], ["browser", "python"]]),
     },
 )
+
+
+def json_arguments(conversation: tuple[list[dict], list[dict] | None]) -> tuple[list[dict], list[dict] | None]:
+    """The conversation with every tool call's arguments as a JSON string (DeepSeek's templates
+    concatenate them with text, so they take no mapping)."""
+    messages, tools = conversation
+    out = []
+    for m in messages:
+        if m.get("tool_calls"):
+            calls = []
+            for call in m["tool_calls"]:
+                arguments = call["function"]["arguments"]
+                if not isinstance(arguments, str):
+                    arguments = json.dumps(arguments, ensure_ascii=False)
+                calls.append({**call, "function": {**call["function"], "arguments": arguments}})
+            m = {**m, "tool_calls": calls}
+        out.append(m)
+    return out, tools

@@ -250,12 +250,33 @@ def test_derived_labels_equal_the_annotation_wherever_the_derivation_is_verified
                 assert not any(b0 <= start and end <= b1 for b0, b1 in blocks), derived.text[start:end]
             outcomes["equal up to block edges"] += 1
             return
+        unknowable = unknowable_tokens(annotated)
+        if unknowable:
+            # Those tokens aside, the labels agree.
+            same = [t for t in range(len(derived["labels"])) if t not in unknowable]
+            assert [derived["labels"][t] for t in same] == [annotated["labels"][t] for t in same]
+            outcomes["equal but where a derivation cannot know"] += 1
+            return
         assert derived["labels"] == annotated["labels"]
         outcomes["equal"] += 1
 
     run()
     with capsys.disabled():
         print(f"\n{name}: {dict(sorted(outcomes.items()))}")
+
+
+def unknowable_tokens(out) -> set[int]:
+    """Tokens an annotation decides from what prefix renders cannot show: an empty reasoning block
+    the template inserts (which reads as the reply's own text), and an end of turn written
+    outside its reply's turn (GLM's <|user|>, <|observation|>: it reads as the next turn's header)."""
+    turns = [(s.message, s.start, s.end) for s in out.spans if s.kind == "turn"]
+    spans = [
+        (s.start, s.end)
+        for s in out.spans
+        if s.kind == "empty_reasoning"
+        or (s.kind == "eot" and not any(m == s.message and a <= s.start and s.end <= b for m, a, b in turns))
+    ]
+    return {t for t, (a, b) in enumerate(out.offsets) if any(a < end and start < b for start, end in spans)}
 
 
 # --- {% generation %} templates -----------------------------------------------------------

@@ -22,7 +22,13 @@ import labelmask
 from labelmask.testing import Expect
 from labelmask.testing._checks import Sample, check_sample, labelmask_clock
 from tests.fixtures import load_tokenizer
-from tests.strategies import GPT_OSS_KWARGS, conversations, gpt_oss_conversations, mistral_conversations
+from tests.strategies import (
+    GPT_OSS_KWARGS,
+    conversations,
+    gpt_oss_conversations,
+    json_arguments,
+    mistral_conversations,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +45,8 @@ class Case:
     # A revision of another case's template that differs in a few lines (Nemotron 3 Super is Nano plus one
     # flag): a quarter of the examples, so the suite stays within CI's budget as revisions are added.
     secondary: bool = False
+    next_header_eots: tuple[tuple[str, str], ...] = ()  # (role, token): a reply ends with the next turn's header (GLM)
+    policy: labelmask.Policy | None = None  # the policy masked with (None: the default)
 
 
 # Llama 3.2 writes strftime_now() when no date_string is passed: labelmask freezes it,
@@ -171,6 +179,24 @@ CASES = {
     ),
     # --- gpt-oss (Harmony): end ---
     # --- glm-4.5 and deepseek v3/r1: begin ---
+    # R1-Distill: reasoning in content is cut from history (only what follows </think> is written);
+    # tool calls are never rendered (only for content None, a key transformers drops), tool results are.
+    "deepseek-r1-distill": Case(conversations(tools=True, tool_role=True, reasoning=True), "<｜end▁of▁sentence｜>"),
+    # DeepSeek-V3 concatenates tool-call arguments with text: JSON strings only.
+    "deepseek-v3": Case(
+        conversations(tools=True, tool_role=True, reasoning=True).map(json_arguments), "<｜end▁of▁sentence｜>"
+    ),
+    # GLM-4.5 stops by generating <|user|> or <|observation|> (generation_config eos_token_id), the
+    # header token of the next user or tool turn: that token is a reply's end of turn. Tool-call
+    # arguments must be mappings (the template iterates over their items).
+    "glm-4.5": Case(
+        conversations(tools=True, tool_role=True, reasoning=True, string_arguments=False),
+        None,
+        st.sampled_from([{}, {"enable_thinking": False}, {"enable_thinking": True}]),
+        next_header_eots=(("user", "<|user|>"), ("tool", "<|observation|>")),
+        # Replies that write nothing but the empty think block, none followed by a stop token: nothing to train.
+        policy=labelmask.Policy(on_empty="keep"),
+    ),
     # --- glm-4.5 and deepseek v3/r1: end ---
     # --- nemotron 3 and muse-glimmer: begin ---
     # Nemotron 3: ChatML turns, <think> reasoning (an empty <think></think> inserted where a reply
@@ -222,6 +248,7 @@ def expect(case: Case, name: str) -> Expect:
         parts=case.parts,
         image_tokens=case.image_tokens,
         template=case.template or name,
+        next_header_eots=case.next_header_eots,
     )
 
 
@@ -229,7 +256,7 @@ def draw_case(name, tokenizers, data) -> Sample:
     case = CASES[name]
     messages, tools = data.draw(case.strategy, label="conversation")
     kwargs = data.draw(case.kwargs, label="template kwargs")
-    return Sample.mask(tokenizers[name], messages, tools, expect(case, name), **kwargs)
+    return Sample.mask(tokenizers[name], messages, tools, expect(case, name), policy=case.policy, **kwargs)
 
 
 # The core engine's four templates draw the whole profile (200 in CI); every other

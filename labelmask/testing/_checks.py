@@ -44,6 +44,11 @@ class Expect:
         image_tokens: Placeholder tokens the template writes for images (never trained
             unless a reply's own text contains them).
         template: The registered annotation expected to be used (``None``: any).
+        next_header_eots: ``(role, token)`` pairs for a family whose replies end with the
+            next turn's header token (GLM: ``(("user", "<|user|>"), ("tool", "<|observation|>"))``):
+            a reply followed by a message of such a role ends with its token, written after the
+            reply's turn; a reply followed by another role, or by nothing, has no end of turn.
+            Replaces ``eot`` and ``other_eots``.
     """
 
     eot: Any = ...
@@ -53,6 +58,7 @@ class Expect:
     parts: bool = False
     image_tokens: tuple[str, ...] = ()
     template: str | None = None
+    next_header_eots: tuple[tuple[str, str], ...] = ()
 
 
 @dataclasses.dataclass
@@ -186,6 +192,9 @@ def check_header_is_the_generation_prompt(d: Sample) -> None:
         if not d.out.text.startswith(prompt) or not whole.startswith(prompt):
             continue  # a rewritten history: no differential reference
         eots = [e for e in _eots(d, i) if e]
+        if d.expect.next_header_eots:
+            # The end of turn is the next message's first token: the reply ends after it.
+            whole += next((e for e in eots if d.out.text.startswith(e, len(whole))), "")
         ends = [whole.rfind(e) + len(e) for e in eots if e in whole[len(prompt) :]]
         reply_end = max(ends) if ends else len(whole) - (len(trailer) if whole.endswith(trailer) else 0)
         if eots and not ends:
@@ -199,6 +208,9 @@ def check_header_is_the_generation_prompt(d: Sample) -> None:
 
 def _eots(d: Sample, i: int) -> tuple:
     """The end-of-turn strings expected after reply ``i`` (empty: none)."""
+    if d.expect.next_header_eots:
+        following = d.messages[i + 1]["role"] if i + 1 < len(d.messages) else None
+        return tuple(token for role, token in d.expect.next_header_eots if role == following)
     if d.expect.eot is ...:
         return tuple({d.out.text[s.start : s.end] for s in d.out.spans if s.kind == "eot" and s.message == i})
     if d.expect.eot is None:
@@ -214,6 +226,11 @@ def check_soundness(d: Sample) -> None:
     for span in d.out.spans:
         if span.kind == "turn" or span.message not in regions:
             owner[span.start : span.end] = span.message
+    for span in d.out.spans:
+        if span.kind == "eot" and span.message in regions:
+            # An end of turn outside every turn (GLM's next header token) is its reply's text.
+            chars = owner[span.start : span.end]
+            chars[chars == -1] = span.message
     image = np.zeros(len(d.out.text), dtype=bool)
     for span in d.out.spans:
         if span.kind == "image":
@@ -260,9 +277,14 @@ def check_completeness(d: Sample) -> None:
 def check_end_of_turn_is_trained(d: Sample) -> None:
     """The end-of-turn token after each reply is trained; the next turn's header is not."""
     labels, ids, starts = d.out["labels"], d.out["input_ids"], d.out.offsets[:, 0]
-    for i, (_, _, end) in d.regions().items():
+    regions = d.regions()
+    for i, (_, _, end) in regions.items():
         eots = _eots(d, i)
         if not eots:
+            if d.expect.next_header_eots:
+                assert not any(s.kind == "eot" and s.message == i for s in d.out.spans), (
+                    f"reply {i} is followed by no stop token, but the annotation marks an end of turn"
+                )
             continue
         closing = next((h for h in d.expect.history_eots if d.out.text.startswith(h, end)), None)
         if closing is not None:
@@ -278,7 +300,9 @@ def check_end_of_turn_is_trained(d: Sample) -> None:
         t = int(np.searchsorted(starts, end - len(eot)))
         assert t < len(ids) and starts[t] == end - len(eot), f"reply {i}'s end of turn {eot!r} is not one token"
         assert labels[t] == ids[t], f"reply {i}'s end of turn {eot!r} is not trained"
-        if t + 1 < len(ids):
+        # The next token is not trained, unless it is another reply's, after its header (DeepSeek-V3
+        # writes a later tool-call reply with no header, right after the reply before it).
+        if t + 1 < len(ids) and not any(j != i and h_end <= starts[t + 1] < e for j, (_, h_end, e) in regions.items()):
             assert labels[t + 1] == IGNORE_INDEX, f"the token after reply {i}'s end of turn is trained"
 
 
