@@ -138,8 +138,11 @@ def apply_edits(rendered: Rendered, edits: list[Edit], *, name: str) -> Rendered
     )
 
 
-def eos_edits(rendered: Rendered, roles: tuple[int, ...], assistant: int, eos: str) -> list[Edit]:
-    """Insertions of ``eos`` after each reply (role code ``assistant``) that has no end-of-turn span.
+def eos_edits(
+    rendered: Rendered, roles: tuple[int, ...], assistant: int, eos: str, only: int | None = None
+) -> list[Edit]:
+    """Insertions of ``eos`` after each reply (role code ``assistant``) that has no end-of-turn span
+    (``only``: after that message alone, if it is such a reply).
 
     The EOS goes where the reply's last part (content, reasoning or tool calls)
     ends; a reply with none of them gets it after its header.
@@ -150,7 +153,7 @@ def eos_edits(rendered: Rendered, roles: tuple[int, ...], assistant: int, eos: s
             last_end[m] = max(end, last_end.get(m, -1))
     edits = []
     for m, role in enumerate(roles):
-        if role != assistant or m in rendered.eots:
+        if role != assistant or m in rendered.eots or (only is not None and m != only):
             continue
         at = last_end.get(m, rendered.headers.get(m, (None, None))[1])
         if at is not None:

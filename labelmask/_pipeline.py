@@ -265,7 +265,8 @@ def render_step(messages: Any, processor: Any, tokenizer: Any, tools: Any, optio
         name, method = annotated.name, "annotated"
         rendered = _render_annotated(annotated, stock_source, variables, len(conversation.messages), options.verify)
     injected = control_tokens_in(tokenizer, conversation, options.control_tokens, name)
-    rendered, n_eos = _end_of_turn(rendered, conversation.roles, tokenizer, name, options.add_eos)
+    final_eot = annotated.final_eot if annotated is not None else ""
+    rendered, n_eos = _end_of_turn(rendered, conversation.roles, tokenizer, name, options.add_eos, final_eot)
     escape = bool(injected) and options.control_tokens == "escape"
     # What the policy trains is decided per run of text before tokenizing; the tokens only place it.
     # (A processor expands image placeholders first, which moves the runs: planned after that.)
@@ -362,30 +363,55 @@ def finish_step(
 _WARNED_NO_EOT: set[str] = set()
 
 
-def _end_of_turn(rendered: Any, roles: tuple[int, ...], tokenizer: Any, name: str, add_eos: bool) -> tuple[Any, int]:
-    """The render with an EOS after each reply that has no end of turn (``add_eos``), and how many were added.
+def _end_of_turn(
+    rendered: Any, roles: tuple[int, ...], tokenizer: Any, name: str, add_eos: bool, final_eot: str = ""
+) -> tuple[Any, int]:
+    """The render with a stop token after each reply that has none (``add_eos``), and how many were added.
 
-    A template whose replies carry no end-of-turn span at all (LLaVA-1.5's) warns once
-    per process without ``add_eos``: a model trained on it never learns to stop.
+    Two kinds of template leave replies without a trained stop token:
+
+    * one that writes no end of turn at all (LLaVA-1.5's): ``add_eos`` writes the tokenizer's
+      EOS after every reply;
+    * one whose replies are closed by the next turn's header (GLM-4.5's ``<|user|>``, annotated
+      as that reply's end of turn): the conversation's last reply is closed by nothing, and
+      ``add_eos`` writes the annotation's ``final_eot`` (the stop the model generates there)
+      after it alone.
+
+    Without ``add_eos`` either kind warns once per template per process
+    (:class:`NoEndOfTurnWarning`): a model trained on such samples never learns to stop.
     """
     assistant = int(Role.ASSISTANT)
     replies = [m for m, role in enumerate(roles) if role == assistant]
-    if not replies or (not add_eos and any(m in rendered.eots for m in replies)):
+    if not replies:
         return rendered, 0
+    eots = rendered.eots
+    if final_eot:
+        last = replies[-1]
+        if last in eots or last != len(roles) - 1:
+            return rendered, 0
+        what = (
+            f"closes a reply with the next turn's header, so the last reply of a conversation (message {last}) "
+            f"ends with no stop token"
+        )
+        token = final_eot
+    else:
+        if not add_eos and any(m in eots for m in replies):
+            return rendered, 0
+        last = None  # every reply without an end of turn
+        what = "writes no end-of-turn token after assistant replies"
+        token = tokenizer.eos_token
     if not add_eos:
         if name not in _WARNED_NO_EOT:
             _WARNED_NO_EOT.add(name)
             msg = (
-                f"Template {name!r} writes no end-of-turn token after assistant replies, so a model trained on "
-                "its samples never learns to stop. Pass add_eos=True to write the tokenizer's EOS "
-                f"({tokenizer.eos_token!r}) after each reply and train it."
+                f"Template {name!r} {what}, so a model trained on its samples never learns to stop. Pass "
+                f"add_eos=True to write {token!r} after {'it' if final_eot else 'each reply'} and train it."
             )
-            warnings.warn(msg, NoEndOfTurnWarning, stacklevel=4)
+            warnings.warn(msg, NoEndOfTurnWarning, stacklevel=6)  # mask_conversation's caller
         return rendered, 0
-    eos = tokenizer.eos_token
-    if not eos:
+    if not token:
         raise TokenizerError(f"add_eos=True, but {type(tokenizer).__name__} has no eos_token; set one.")
-    edits = eos_edits(rendered, roles, assistant, eos)
+    edits = eos_edits(rendered, roles, assistant, token, only=last)
     return apply_edits(rendered, edits, name=name), len(edits)
 
 

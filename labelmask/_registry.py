@@ -42,6 +42,10 @@ class AnnotatedTemplate:
         matches: Normalised SHA-256 hashes of the stock templates it reproduces.
         content_format: ``"text"`` or ``"parts"`` (see module docstring).
         origin: Where the stock template comes from, as written in the header.
+        final_eot: For a template that closes a reply with the next turn's header (GLM-4.5), the
+            stop token the model generates after the last reply of a conversation, which the stock
+            render closes with nothing: what ``add_eos=True`` writes there (header line
+            ``final_eot: <|user|>``). Empty: the tokenizer's EOS.
     """
 
     name: str
@@ -49,6 +53,7 @@ class AnnotatedTemplate:
     matches: tuple[str, ...]
     content_format: str = "text"
     origin: str = ""
+    final_eot: str = ""
 
 
 def template_hash(stock_source: str) -> str:
@@ -82,6 +87,7 @@ def parse_annotated(source: str, *, where: str = "<string>") -> AnnotatedTemplat
         matches=tuple(fields.get("matches", ())),
         content_format=content_format,
         origin=fields.get("source", [""])[0],
+        final_eot=fields.get("final_eot", [""])[0],
     )
 
 

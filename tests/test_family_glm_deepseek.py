@@ -139,20 +139,31 @@ def test_glm_system_and_assistant_headers_after_a_reply_are_no_end_of_turn(token
     assert trained_runs(out) == ["\nHello.", "\nHow can I help?", "\nBye."]
 
 
-def test_glm_last_reply_closed_by_add_eos(tokenizers):
-    # Nothing follows the last reply in the stock render. add_eos=True writes the tokenizer's
-    # eos, <|endoftext|> (one of GLM-4.5's stop tokens), after each reply that has no end of
-    # turn, and trains it; the text then differs from the stock render by that token.
+def test_glm_last_reply_warns_and_add_eos_closes_it_with_user(tokenizers, monkeypatch):
+    # Nothing follows the last reply in the stock render, so its stop token is not there to train.
+    # labelmask warns (once per template), and add_eos=True writes the annotation's final_eot,
+    # <|user|> (what GLM-4.5 generates after a final reply, one of its stop tokens), after the
+    # last reply alone and trains it; the text then differs from the stock render by that token.
+    import labelmask._pipeline
+
+    monkeypatch.setattr(labelmask._pipeline, "_WARNED_NO_EOT", set())
     tokenizer = tokenizers["glm-4.5"]
-    messages = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", NoEndOfTurnWarning)
+    messages = [
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello."},
+        {"role": "user", "content": "Bye"},
+        {"role": "assistant", "content": "Bye."},
+    ]
+    with pytest.warns(NoEndOfTurnWarning, match=r"'glm-4.5' closes a reply with the next turn's header.*<\|user\|>"):
         plain = labelmask.mask_conversation(messages, tokenizer, return_tensors="np")
-    assert trained_runs(plain) == ["\nHello."]
+    assert trained_runs(plain) == ["\nHello.<|user|>", "\nBye."]
     out = labelmask.mask_conversation(messages, tokenizer, return_tensors="np", add_eos=True)
-    assert out.text == tokenizer.apply_chat_template(messages, tokenize=False) + "<|endoftext|>"
+    assert out.text == tokenizer.apply_chat_template(messages, tokenize=False) + "<|user|>"
     assert out.report.n_eos_added == 1
-    assert trained_runs(out) == ["\nHello.<|endoftext|>"]
+    assert trained_runs(out) == ["\nHello.<|user|>", "\nBye.<|user|>"]
+    # A conversation that ends with a user turn has its replies closed already: nothing to add.
+    closed = labelmask.mask_conversation(messages[:3], tokenizer, return_tensors="np", add_eos=True)
+    assert closed.report.n_eos_added == 0
 
 
 # ------------------------------------------------------------------------------- DeepSeek R1-Distill
