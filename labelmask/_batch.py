@@ -55,7 +55,7 @@ def mask_conversations(
     template: str | None = None,
     verify: bool = False,
     fallback: bool = True,
-    add_eos: bool = False,
+    add_eos: bool | None = None,
     on_error: str = "raise",
     chunk_size: int = 32,
     control_tokens: str = "keep",

@@ -99,7 +99,7 @@ class Collator:
         messages_key: str = "messages",
         tools_key: str = "tools",
         images_key: str = "images",
-        add_eos: bool = False,
+        add_eos: bool | None = None,
         **template_kwargs: Any,
     ):
         tokenizer = getattr(processor, "tokenizer", processor) if not hasattr(processor, "pad_token_id") else processor

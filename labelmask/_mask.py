@@ -29,7 +29,7 @@ def mask_conversation(
     max_length: int | None = None,
     truncation: str = "right",
     images: Any = None,
-    add_eos: bool = False,
+    add_eos: bool | None = None,
     processor_kwargs: dict[str, Any] | None = None,
     control_tokens: str = "keep",
     check: str = "off",
@@ -77,11 +77,15 @@ def mask_conversation(
             :class:`~labelmask.errors.TruncationError` (``"turns"`` shortens it at
             an exchange boundary, dropping the images of dropped turns).
         images: For a processor: images for the image parts that carry none, in order.
-        add_eos: For a template that writes no end-of-turn token after a reply
-            (LLaVA-1.5's), write the tokenizer's EOS after each reply and train it,
-            so the model learns to stop. Off by default: the ids then differ from
-            the stock template's. Without it such a template warns once
-            (:class:`~labelmask.errors.NoEndOfTurnWarning`).
+        add_eos: Write a stop token the stock render lacks after a reply, and train it, so
+            the model learns to stop; the ids then differ from the stock template's by those
+            tokens (counted in ``report.n_eos_added``). ``None`` (default): the template
+            decides: one whose replies are closed by the next turn's header (GLM-4.5) gets its
+            stop (``<|user|>``) after the conversation's last reply, which nothing closes;
+            one that writes no end of turn at all (LLaVA-1.5) gets nothing and warns once
+            (:class:`~labelmask.errors.NoEndOfTurnWarning`). ``True``: the tokenizer's EOS
+            after every reply without an end of turn (GLM-4.5: its ``<|user|>`` after the last).
+            ``False``: never (the stock ids exactly; GLM-4.5 then warns once).
         processor_kwargs: Passed to the processor's call (``images_kwargs``, ...).
         control_tokens: What to do with control-token strings (the tokenizer's special
             tokens, ``<|im_end|>``) inside message text, which can forge a turn. They are

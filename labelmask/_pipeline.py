@@ -79,7 +79,7 @@ class Options:
     template: str | None = None
     verify: bool = False
     fallback: bool = True
-    add_eos: bool = False
+    add_eos: bool | None = None
     control_tokens: str = "keep"
     check: str = "off"
     max_length: int | None = None
@@ -95,7 +95,7 @@ def check_options(
     template: str | None = None,
     verify: bool = False,
     fallback: bool = True,
-    add_eos: bool = False,
+    add_eos: bool | None = None,
     control_tokens: str = "keep",
     check: str = "off",
     max_length: int | None = None,
@@ -112,6 +112,8 @@ def check_options(
     policy = _DEFAULT_POLICY if policy is None else policy
     if not isinstance(policy, Policy):
         raise OptionError(f"policy must be a labelmask.Policy, not {type(policy).__name__}")
+    if add_eos not in (None, True, False):
+        raise OptionError(f"add_eos={add_eos!r}: use None (the template decides), True or False.")
     if return_tensors not in (None, "np", "pt"):
         raise OptionError(f"return_tensors={return_tensors!r}: use None (lists), 'np' or 'pt'.")
     if control_tokens not in CONTROL_TOKEN_MODES:
@@ -364,7 +366,7 @@ _WARNED_NO_EOT: set[str] = set()
 
 
 def _end_of_turn(
-    rendered: Any, roles: tuple[int, ...], tokenizer: Any, name: str, add_eos: bool, final_eot: str = ""
+    rendered: Any, roles: tuple[int, ...], tokenizer: Any, name: str, add_eos: bool | None, final_eot: str = ""
 ) -> tuple[Any, int]:
     """The render with a stop token after each reply that has none (``add_eos``), and how many were added.
 
@@ -374,11 +376,13 @@ def _end_of_turn(
       EOS after every reply;
     * one whose replies are closed by the next turn's header (GLM-4.5's ``<|user|>``, annotated
       as that reply's end of turn): the conversation's last reply is closed by nothing, and
-      ``add_eos`` writes the annotation's ``final_eot`` (the stop the model generates there)
-      after it alone.
+      the annotation's ``final_eot`` (the stop the model generates there) is written after it
+      alone, unless ``add_eos=False``: a sample that ends with a reply is the common case (every
+      single-turn dataset), and without it no such sample teaches the model to stop.
 
-    Without ``add_eos`` either kind warns once per template per process
-    (:class:`NoEndOfTurnWarning`): a model trained on such samples never learns to stop.
+    Where nothing is written (``add_eos`` False, or None for the first kind) it warns once per
+    template per process (:class:`NoEndOfTurnWarning`): a model trained on such samples never
+    learns to stop.
     """
     assistant = int(Role.ASSISTANT)
     replies = [m for m, role in enumerate(roles) if role == assistant]
@@ -394,6 +398,7 @@ def _end_of_turn(
             f"ends with no stop token"
         )
         token = final_eot
+        add_eos = True if add_eos is None else add_eos
     else:
         if not add_eos and any(m in eots for m in replies):
             return rendered, 0

@@ -221,7 +221,11 @@ def test_derived_labels_equal_the_annotation_wherever_the_derivation_is_verified
     @given(drawn=case.strategy, kwargs=case.kwargs)
     def run(drawn, kwargs):
         messages, tools = drawn
-        annotated = labelmask.mask_conversation(messages, annotated_tok, tools=tools, policy=KEEP, **kwargs)
+        # add_eos=False: the stock render, which is all the fallback sees (GLM-4.5's last reply is
+        # otherwise closed by the annotation's final_eot).
+        annotated = labelmask.mask_conversation(
+            messages, annotated_tok, tools=tools, policy=KEEP, add_eos=False, **kwargs
+        )
         if case.parts:
             # The annotation's header says the template reads typed parts (labelmask wraps string
             # content for it); the fallback cannot know, so it is given what the template reads.

@@ -7,8 +7,6 @@ test compares the text of the trained tokens, run by run, with them.
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import pytest
 
@@ -30,13 +28,15 @@ def trained_runs(out) -> list[str]:
     return [out.text[a:b] for a, b in runs]
 
 
-def mask(messages, tokenizer, **kwargs):
+def mask(messages, tokenizer, appended="", **kwargs):
+    """Masked, with the ids checked against the stock ones (plus ``appended``: the stop token labelmask
+    writes after a GLM conversation's last reply, which the stock render closes with nothing)."""
     out = labelmask.mask_conversation(messages, tokenizer, return_tensors="np", verify=True, **kwargs)
     assert out.report.method == "annotated"
     stock_kwargs = {k: v for k, v in kwargs.items() if k in ("tools", "enable_thinking")}
-    assert (
-        out["input_ids"].tolist() == tokenizer.apply_chat_template(messages, tokenize=True, **stock_kwargs)["input_ids"]
-    )
+    stock = tokenizer.apply_chat_template(messages, tokenize=True, **stock_kwargs)["input_ids"]
+    assert out["input_ids"].tolist() == stock + tokenizer.encode(appended, add_special_tokens=False)
+    assert out.report.n_eos_added == (1 if appended else 0)
     return out
 
 
@@ -54,7 +54,7 @@ GLM_TOOL_CONVERSATION = [
 
 def test_glm_two_turns_with_a_tool_call_train_the_closing_observation_and_user_tokens(tokenizers):
     tokenizer = tokenizers["glm-4.5"]
-    out = mask(GLM_TOOL_CONVERSATION, tokenizer)
+    out = mask(GLM_TOOL_CONVERSATION, tokenizer, appended="<|user|>")
     assert out.report.template == "glm-4.5"
     assert out.text == (
         "[gMASK]<sop><|user|>\nWeather in Paris?"
@@ -64,30 +64,33 @@ def test_glm_two_turns_with_a_tool_call_train_the_closing_observation_and_user_t
         "<|assistant|>\n<think></think>\nIt is sunny in Paris."
         "<|user|>\nThanks!"
         "<|assistant|>\n<think></think>\nYou're welcome."
+        "<|user|>"  # not in the stock render: labelmask closes the last reply with GLM's stop token
     )
     # Each reply from after its empty think block (template-inserted: not trained by default)
     # through the stop token that opens the next turn: <|observation|> after the tool call,
     # <|user|> after the answer. The newline after either is the next turn's and is not trained.
-    # The last reply is followed by nothing, so nothing closes it.
+    # The stock render closes the last reply with nothing; labelmask writes the <|user|> the model
+    # generates there (the annotation's final_eot) and trains it.
     assert trained_runs(out) == [
         "\nLet me check."
         "\n<tool_call>get_weather\n<arg_key>city</arg_key>\n<arg_value>Paris</arg_value>\n</tool_call>"
         "<|observation|>",
         "\nIt is sunny in Paris.<|user|>",
-        "\nYou're welcome.",
+        "\nYou're welcome.<|user|>",
     ]
     tokens = tokenizer.convert_ids_to_tokens(out["input_ids"][out["labels"] != labelmask.IGNORE_INDEX].tolist())
-    assert tokens.count("<|observation|>") == 1 and tokens.count("<|user|>") == 1
+    assert tokens.count("<|observation|>") == 1 and tokens.count("<|user|>") == 2
     assert "<|assistant|>" not in tokens and "<think>" not in tokens
 
 
 def test_glm_empty_think_block_is_trained_only_when_the_policy_says_so(tokenizers):
-    out = mask(GLM_TOOL_CONVERSATION[:4], tokenizers["glm-4.5"], policy=labelmask.Policy(empty_reasoning=True))
+    policy = labelmask.Policy(empty_reasoning=True)
+    out = mask(GLM_TOOL_CONVERSATION[:4], tokenizers["glm-4.5"], appended="<|user|>", policy=policy)
     assert trained_runs(out) == [
         "\n<think></think>\nLet me check."
         "\n<tool_call>get_weather\n<arg_key>city</arg_key>\n<arg_value>Paris</arg_value>\n</tool_call>"
         "<|observation|>",
-        "\n<think></think>\nIt is sunny in Paris.",
+        "\n<think></think>\nIt is sunny in Paris.<|user|>",
     ]
 
 
@@ -100,13 +103,13 @@ def test_glm_without_thinking_the_empty_block_is_the_generation_prompt(tokenizer
     )
     assert prompt.endswith("Weather in Paris?/nothink<|assistant|>\n<think></think>")
     policy = labelmask.Policy(empty_reasoning=True)
-    out = mask(GLM_TOOL_CONVERSATION[:4], tokenizer, enable_thinking=False, policy=policy)
+    out = mask(GLM_TOOL_CONVERSATION[:4], tokenizer, appended="<|user|>", enable_thinking=False, policy=policy)
     assert out.text.startswith(prompt)
     assert trained_runs(out) == [
         "\nLet me check."
         "\n<tool_call>get_weather\n<arg_key>city</arg_key>\n<arg_value>Paris</arg_value>\n</tool_call>"
         "<|observation|>",
-        "\nIt is sunny in Paris.",
+        "\nIt is sunny in Paris.<|user|>",
     ]
 
 
@@ -117,11 +120,11 @@ def test_glm_reasoning_after_the_last_user_message_is_trained_and_earlier_reason
         {"role": "user", "content": "3+3?"},
         {"role": "assistant", "content": "6", "reasoning_content": "Add again."},
     ]
-    out = mask(messages, tokenizers["glm-4.5"])
+    out = mask(messages, tokenizers["glm-4.5"], appended="<|user|>")
     # The first reply's reasoning comes before the last user message: the template writes an
     # empty block instead (not the model's words, not trained by default).
     assert "Add them." not in out.text
-    assert trained_runs(out) == ["\n4<|user|>", "\n<think>Add again.</think>\n6"]
+    assert trained_runs(out) == ["\n4<|user|>", "\n<think>Add again.</think>\n6<|user|>"]
 
 
 def test_glm_system_and_assistant_headers_after_a_reply_are_no_end_of_turn(tokenizers):
@@ -135,15 +138,16 @@ def test_glm_system_and_assistant_headers_after_a_reply_are_no_end_of_turn(token
         {"role": "user", "content": "Bye"},
         {"role": "assistant", "content": "Bye."},
     ]
-    out = mask(messages, tokenizers["glm-4.5"])
-    assert trained_runs(out) == ["\nHello.", "\nHow can I help?", "\nBye."]
+    out = mask(messages, tokenizers["glm-4.5"], appended="<|user|>")
+    assert trained_runs(out) == ["\nHello.", "\nHow can I help?", "\nBye.<|user|>"]
 
 
-def test_glm_last_reply_warns_and_add_eos_closes_it_with_user(tokenizers, monkeypatch):
-    # Nothing follows the last reply in the stock render, so its stop token is not there to train.
-    # labelmask warns (once per template), and add_eos=True writes the annotation's final_eot,
-    # <|user|> (what GLM-4.5 generates after a final reply, one of its stop tokens), after the
-    # last reply alone and trains it; the text then differs from the stock render by that token.
+def test_glm_last_reply_is_closed_by_its_stop_token_unless_add_eos_is_false(tokenizers, monkeypatch):
+    # Nothing follows the last reply in the stock render, so its stop token is not there to train:
+    # a single-turn GLM dataset would never teach the model to stop. By default labelmask writes the
+    # annotation's final_eot, <|user|> (what GLM-4.5 generates after a final reply, one of its stop
+    # tokens), after the last reply alone and trains it. add_eos=False keeps the stock ids exactly,
+    # and warns once per template.
     import labelmask._pipeline
 
     monkeypatch.setattr(labelmask._pipeline, "_WARNED_NO_EOT", set())
@@ -154,16 +158,21 @@ def test_glm_last_reply_warns_and_add_eos_closes_it_with_user(tokenizers, monkey
         {"role": "user", "content": "Bye"},
         {"role": "assistant", "content": "Bye."},
     ]
-    with pytest.warns(NoEndOfTurnWarning, match=r"'glm-4.5' closes a reply with the next turn's header.*<\|user\|>"):
-        plain = labelmask.mask_conversation(messages, tokenizer, return_tensors="np")
-    assert trained_runs(plain) == ["\nHello.<|user|>", "\nBye."]
-    out = labelmask.mask_conversation(messages, tokenizer, return_tensors="np", add_eos=True)
+    out = labelmask.mask_conversation(messages, tokenizer, return_tensors="np")
     assert out.text == tokenizer.apply_chat_template(messages, tokenize=False) + "<|user|>"
     assert out.report.n_eos_added == 1
     assert trained_runs(out) == ["\nHello.<|user|>", "\nBye.<|user|>"]
+    assert trained_runs(labelmask.mask_conversation(messages, tokenizer, return_tensors="np", add_eos=True)) == [
+        "\nHello.<|user|>",
+        "\nBye.<|user|>",
+    ]
+    with pytest.warns(NoEndOfTurnWarning, match=r"'glm-4.5' closes a reply with the next turn's header.*<\|user\|>"):
+        plain = labelmask.mask_conversation(messages, tokenizer, return_tensors="np", add_eos=False)
+    assert plain.text == tokenizer.apply_chat_template(messages, tokenize=False)
+    assert trained_runs(plain) == ["\nHello.<|user|>", "\nBye."]
     # A conversation that ends with a user turn has its replies closed already: nothing to add.
-    closed = labelmask.mask_conversation(messages[:3], tokenizer, return_tensors="np", add_eos=True)
-    assert closed.report.n_eos_added == 0
+    closed = labelmask.mask_conversation(messages[:3], tokenizer, return_tensors="np")
+    assert closed.report.n_eos_added == 0 and trained_runs(closed) == ["\nHello.<|user|>"]
 
 
 # ------------------------------------------------------------------------------- DeepSeek R1-Distill

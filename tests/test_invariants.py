@@ -46,6 +46,7 @@ class Case:
     # flag): a quarter of the examples, so the suite stays within CI's budget as revisions are added.
     secondary: bool = False
     next_header_eots: tuple[tuple[str, str], ...] = ()  # (role, token): a reply ends with the next turn's header (GLM)
+    final_eot: str = ""  # with next_header_eots: the stop labelmask writes after a last reply (GLM's <|user|>)
     policy: labelmask.Policy | None = None  # the policy masked with (None: the default)
 
 
@@ -194,6 +195,7 @@ CASES = {
         None,
         st.sampled_from([{}, {"enable_thinking": False}, {"enable_thinking": True}]),
         next_header_eots=(("user", "<|user|>"), ("tool", "<|observation|>")),
+        final_eot="<|user|>",
         # Replies that write nothing but the empty think block, none followed by a stop token: nothing to train.
         policy=labelmask.Policy(on_empty="keep"),
     ),
@@ -249,6 +251,7 @@ def expect(case: Case, name: str) -> Expect:
         image_tokens=case.image_tokens,
         template=case.template or name,
         next_header_eots=case.next_header_eots,
+        final_eot=case.final_eot,
     )
 
 
@@ -315,7 +318,8 @@ def test_typed_content_parts_render_or_fail_like_the_stock_template(name, tokeni
         with pytest.raises(labelmask.LabelmaskError):
             labelmask.mask_conversation(messages, tokenizer, tools=tools, policy=ANY_OUTCOME, **kwargs)
     else:
-        out = labelmask.mask_conversation(messages, tokenizer, tools=tools, policy=ANY_OUTCOME, **kwargs)
+        # add_eos=False: the stock render exactly (GLM-4.5's last reply is otherwise closed by labelmask).
+        out = labelmask.mask_conversation(messages, tokenizer, tools=tools, policy=ANY_OUTCOME, add_eos=False, **kwargs)
         assert out.text == stock
 
 

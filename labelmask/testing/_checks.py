@@ -49,6 +49,9 @@ class Expect:
             a reply followed by a message of such a role ends with its token, written after the
             reply's turn; a reply followed by another role, or by nothing, has no end of turn.
             Replaces ``eot`` and ``other_eots``.
+        final_eot: With ``next_header_eots``: the stop token labelmask writes after a last reply
+            that nothing follows (the annotation's ``final_eot``, written unless ``add_eos=False``);
+            the render and ids are then the stock ones plus this token.
     """
 
     eot: Any = ...
@@ -59,6 +62,7 @@ class Expect:
     image_tokens: tuple[str, ...] = ()
     template: str | None = None
     next_header_eots: tuple[tuple[str, str], ...] = ()
+    final_eot: str = ""
 
 
 @dataclasses.dataclass
@@ -130,8 +134,17 @@ def check_annotation_used(d: Sample) -> None:
         assert d.out.report.template == d.expect.template, (d.out.report.template, d.expect.template)
 
 
+def _appended(d: Sample) -> str:
+    """What labelmask writes after the stock render: a last reply's ``final_eot``, where it applies."""
+    if d.expect.final_eot and d.messages and d.messages[-1]["role"] == "assistant":
+        assert d.out.report.n_eos_added == 1, "the last reply's stop token was not written"
+        return d.expect.final_eot
+    assert d.out.report.n_eos_added == 0, "labelmask wrote a stop token that the stock render lacks"
+    return ""
+
+
 def check_render_parity(d: Sample) -> None:
-    stock = d.stock()
+    stock = d.stock() + _appended(d)
     if d.out.text != stock:
         k = next((i for i, (a, b) in enumerate(zip(d.out.text, stock)) if a != b), min(len(stock), len(d.out.text)))
         raise AssertionError(f"render differs at {k}: {d.out.text[k - 20 : k + 20]!r} vs {stock[k - 20 : k + 20]!r}")
@@ -154,6 +167,9 @@ def check_token_parity(d: Sample) -> None:
         expected = d.tokenizer.apply_chat_template(d.stock_input(d.messages), tools=d.tools, tokenize=True, **d.kwargs)[
             "input_ids"
         ]
+    appended = _appended(d)
+    if appended:
+        expected = expected + d.tokenizer.encode(appended, add_special_tokens=False)
     assert d.out["input_ids"].tolist() == expected, "input_ids differ from apply_chat_template(tokenize=True)"
     assert d.out["attention_mask"].tolist() == [1] * len(expected)
 
@@ -209,7 +225,9 @@ def check_header_is_the_generation_prompt(d: Sample) -> None:
 def _eots(d: Sample, i: int) -> tuple:
     """The end-of-turn strings expected after reply ``i`` (empty: none)."""
     if d.expect.next_header_eots:
-        following = d.messages[i + 1]["role"] if i + 1 < len(d.messages) else None
+        if i + 1 == len(d.messages):
+            return (d.expect.final_eot,) if d.expect.final_eot else ()
+        following = d.messages[i + 1]["role"]
         return tuple(token for role, token in d.expect.next_header_eots if role == following)
     if d.expect.eot is ...:
         return tuple({d.out.text[s.start : s.end] for s in d.out.spans if s.kind == "eot" and s.message == i})
