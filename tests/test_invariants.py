@@ -152,11 +152,12 @@ CASES = {
                     "enable_thinking": st.booleans(),
                     "preserve_thinking": st.booleans(),
                     "add_vision_id": st.just(True),
+                    "reasoning_effort": st.sampled_from(["xhigh", "medium", "low"]),
                 },
             ),
             image_tokens=("<|vision_start|>", "<|image_pad|>", "<|video_pad|>", "<|vision_end|>"),
         )
-        for name in ("qwen3.5", "qwen3.5-nothink", "qwen3.6")
+        for name in ("qwen3.5", "qwen3.5-nothink", "qwen3.6", "qwen3.8")
     },
     # --- qwen3.5-3.8 and qwen3-vl: end ---
     # --- gpt-oss (Harmony): begin ---
