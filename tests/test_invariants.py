@@ -159,6 +159,16 @@ CASES = {
         )
         for name in ("qwen3.5", "qwen3.5-nothink", "qwen3.6", "qwen3.8")
     },
+    # Qwen3-VL (Instruct, no thinking): image parts in every role; it writes placeholders for user
+    # and tool messages and only the text parts of system and assistant messages.
+    "qwen3-vl": Case(
+        conversations(
+            tools=True, tool_role=True, image_roles=("system", "user", "assistant", "tool"), image_parts=QWEN_VL_PARTS
+        ),
+        "<|im_end|>",
+        st.sampled_from([{}, {"add_vision_id": True}]),
+        image_tokens=("<|vision_start|>", "<|image_pad|>", "<|video_pad|>", "<|vision_end|>"),
+    ),
     # --- qwen3.5-3.8 and qwen3-vl: end ---
     # --- gpt-oss (Harmony): begin ---
     # --- gpt-oss (Harmony): end ---
