@@ -138,6 +138,7 @@ def test_fallback_masks_correctly_or_refuses(file, capsys):
 # --- Example tests ---------------------------------------------------------------------------
 
 KEEP = labelmask.Policy(on_empty="keep")  # compare samples with nothing to train too
+KEEP_EMPTY = labelmask.Policy(on_empty="keep", empty_reasoning=True)
 USER_ASSISTANT = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]
 
 
@@ -221,10 +222,12 @@ def test_derived_labels_equal_the_annotation_wherever_the_derivation_is_verified
     @given(drawn=case.strategy, kwargs=case.kwargs)
     def run(drawn, kwargs):
         messages, tools = drawn
-        # add_eos=False: the stock render, which is all the fallback sees (GLM-4.5's last reply is
-        # otherwise closed by the annotation's final_eot).
+        # A derivation cannot tell an empty think block the template inserted (Part.EMPTY_REASONING,
+        # untrained by default) from other template text in the reply: it trains it, as the
+        # annotation does under Policy(empty_reasoning=True). add_eos=False: the stock render,
+        # which is all the fallback sees (GLM-4.5's last reply is otherwise closed by its final_eot).
         annotated = labelmask.mask_conversation(
-            messages, annotated_tok, tools=tools, policy=KEEP, add_eos=False, **kwargs
+            messages, annotated_tok, tools=tools, policy=KEEP_EMPTY, add_eos=False, **kwargs
         )
         if case.parts:
             # The annotation's header says the template reads typed parts (labelmask wraps string

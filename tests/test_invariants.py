@@ -166,6 +166,44 @@ CASES = {
     "mistral-v7": Case(mistral_conversations(version="v7", tools=True), "</s>"),
     "mistral-v3-tekken": Case(mistral_conversations(version="v3-tekken", tools=True), "</s>"),
     # --- qwen3.5-3.8 and qwen3-vl: begin ---
+    # Qwen3.5, 3.6, 3.8: tools (tool-call arguments are read with |items: dicts only), reasoning, image
+    # and video parts in user, assistant and tool messages (a system message with an image raises);
+    # each kwarg the templates read absent or drawn (preserve_thinking is read by 3.6 and 3.8 only,
+    # reasoning_effort by 3.8 only: the others must render the same without them).
+    **{
+        name: Case(
+            conversations(
+                tools=True,
+                tool_role=True,
+                reasoning=True,
+                string_arguments=False,
+                image_roles=("user", "assistant", "tool"),
+                image_parts=QWEN_VL_PARTS,
+            ),
+            "<|im_end|>",
+            st.fixed_dictionaries(
+                {},
+                optional={
+                    "enable_thinking": st.booleans(),
+                    "preserve_thinking": st.booleans(),
+                    "add_vision_id": st.just(True),
+                    "reasoning_effort": st.sampled_from(["xhigh", "medium", "low"]),
+                },
+            ),
+            image_tokens=("<|vision_start|>", "<|image_pad|>", "<|video_pad|>", "<|vision_end|>"),
+        )
+        for name in ("qwen3.5", "qwen3.5-nothink", "qwen3.6", "qwen3.8")
+    },
+    # Qwen3-VL (Instruct, no thinking): image parts in every role; it writes placeholders for user
+    # and tool messages and only the text parts of system and assistant messages.
+    "qwen3-vl": Case(
+        conversations(
+            tools=True, tool_role=True, image_roles=("system", "user", "assistant", "tool"), image_parts=QWEN_VL_PARTS
+        ),
+        "<|im_end|>",
+        st.sampled_from([{}, {"add_vision_id": True}]),
+        image_tokens=("<|vision_start|>", "<|image_pad|>", "<|video_pad|>", "<|vision_end|>"),
+    ),
     # --- qwen3.5-3.8 and qwen3-vl: end ---
     # --- gpt-oss (Harmony): begin ---
     # The model stops with <|return|> after its final message and <|call|> after a tool call

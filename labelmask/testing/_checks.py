@@ -24,6 +24,9 @@ from labelmask._result import MaskedConversation
 
 __all__ = ["CHECKS", "Expect", "Sample", "check_sample"]
 
+# Span kinds holding text a message wrote itself (not the template's).
+OWN_TEXT = ("content", "reasoning", "tool_calls")
+
 
 @dataclasses.dataclass(frozen=True)
 class Expect:
@@ -203,7 +206,13 @@ def check_header_is_the_generation_prompt(d: Sample) -> None:
         # may show less than the generation prompt; wherever the whole prompt is
         # written, all of it is header.
         assert generation_prompt.startswith(header), (i, header, generation_prompt)
-        if d.out.text.startswith(generation_prompt, h_start):
+        # Where the message's own text begins inside what would be the generation prompt (an
+        # earlier Qwen3.5 reply, rendered without its think block, whose content starts with
+        # "<think>\n"), the rest of it is the message's, not the template's.
+        own = [s.start for s in d.out.spans if s.message == i and s.kind in OWN_TEXT and s.end > s.start]
+        if d.out.text.startswith(generation_prompt, h_start) and min(own, default=end) >= h_start + len(
+            generation_prompt
+        ):
             assert header == generation_prompt, (i, header, generation_prompt)
         if not d.out.text.startswith(prompt) or not whole.startswith(prompt):
             continue  # a rewritten history: no differential reference
