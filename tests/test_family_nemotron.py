@@ -154,3 +154,32 @@ def test_muse_glimmer_reasoning_and_tool_call(tokenizers):
         " to=get_weather<|message|>" + call.format("Rome") + "<|eom|>",
         " to=user<|message|>Checking.<|eot|>",
     ]
+
+
+HISTORY_CALL_WITH_THINK_IN_CONTENT = [
+    {"role": "user", "content": "Weather in Paris?"},
+    {"role": "assistant", "content": "<think>\nLook it up.\n</think>\n  Checking.  ", "tool_calls": [WEATHER_CALL]},
+    {"role": "tool", "content": "sunny"},
+    {"role": "user", "content": "Thanks"},
+    {"role": "assistant", "content": " Bye. "},
+]
+PARIS_CALL_TEXT = "<tool_call>\n<function=get_weather>\n<parameter=city>\nParis\n</parameter>\n</function>\n</tool_call>\n"
+
+
+@pytest.mark.parametrize(
+    ("name", "earlier"),
+    [
+        # Nano: "<think></think>" ~ (what follows the last </think> | trim), then "\n" before the calls.
+        ("nemotron-3-nano", "Checking.\n"),
+        # Lightning: the same without the trim.
+        ("nemotron-3.5-lightning", "\n  Checking.  \n"),
+    ],
+)
+def test_nemotron_history_rewrite_cuts_into_the_content(name, earlier, tokenizers):
+    """An earlier reply that wrote its own <think> block in its content, with tool calls: the template
+    keeps what follows </think> after an inserted <think></think> (untrained). The last reply is trimmed
+    after the inserted <think></think> is put before it, so its leading space stays."""
+    out = mask(HISTORY_CALL_WITH_THINK_IN_CONTENT, tokenizers[name], name, tools=TOOLS)
+    assert f"<|im_start|>assistant\n<think></think>{earlier}{PARIS_CALL_TEXT}<|im_end|>" in out.text
+    assert out.text.endswith("<|im_start|>assistant\n<think></think> Bye.<|im_end|>\n")
+    assert trained_runs(out) == [earlier + PARIS_CALL_TEXT + "<|im_end|>", " Bye.<|im_end|>"]
