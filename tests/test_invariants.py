@@ -191,6 +191,7 @@ CASES = {
                 },
             ),
             image_tokens=("<|vision_start|>", "<|image_pad|>", "<|video_pad|>", "<|vision_end|>"),
+            secondary=name == "qwen3.5-nothink",  # Qwen3.5's template with another default
         )
         for name in ("qwen3.5", "qwen3.5-nothink", "qwen3.6", "qwen3.8")
     },
