@@ -63,6 +63,10 @@ LLAMA31_BUILTIN_KWARGS = st.sampled_from(
     ]
 )
 
+# Gemma 4: enable_thinking writes <|think|> into the system block (and, from the fifth revision on,
+# opens the thought channel in the generation prompt after tool results).
+GEMMA4_KWARGS = st.sampled_from([{}, {"enable_thinking": True}, {"enable_thinking": False}])
+
 ALL_ROLES = ("system", "user", "assistant")
 # Every part Qwen2.5-VL's template writes a placeholder for: typed images and videos, with or
 # without a payload, and OpenAI-style image_url parts.
@@ -139,6 +143,14 @@ CASES = {
     # --- nemotron 3 and muse-glimmer: begin ---
     # --- nemotron 3 and muse-glimmer: end ---
     # --- gemma 4 and diffusion-gemma: begin ---
+    # Gemma 4 ends a reply with <turn|> and stops after tool calls with <|tool_response> (both in its
+    # generation config's eos_token_id); a reply with tool calls and results has one segment for each.
+    "gemma4": Case(
+        conversations(tools=True, tool_role=True, reasoning=True),
+        "<turn|>",
+        GEMMA4_KWARGS,
+        other_eots=("<|tool_response>",),
+    ),
     # --- gemma 4 and diffusion-gemma: end ---
 }
 NAMES = sorted(CASES)

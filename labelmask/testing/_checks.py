@@ -104,6 +104,37 @@ class Sample:
                 found[i] = (heads[i].start, heads[i].end, end)
         return found
 
+    def owners(self) -> np.ndarray:
+        """Per character: the message whose turn (or, for a message with no reply region, whose
+        part) writes it, innermost last; -1 for text outside every message."""
+        regions = self.regions()
+        owner = np.full(len(self.out.text), -1)
+        for span in self.out.spans:
+            if span.kind == "turn" or span.message not in regions:
+                owner[span.start : span.end] = span.message
+        return owner
+
+    def segments(self, i: int, owner: np.ndarray | None = None) -> list[tuple[int, int]]:
+        """The generated segments of reply ``i``: the runs of its region (after its header through
+        its end of turn) that the reply itself writes. One run, unless the template writes other
+        messages inside the reply's turn (Gemma 4 writes tool results after the calls, and the
+        reply goes on after them): then each run is a segment the model generates."""
+        _, h_end, end = self.regions()[i]
+        owner = self.owners() if owner is None else owner
+        own = np.concatenate(([False], owner[h_end:end] == i, [False]))
+        edges = np.flatnonzero(own[1:] != own[:-1])
+        return [(h_end + int(a), h_end + int(b)) for a, b in zip(edges[::2], edges[1::2])]
+
+    def joined(self, i: int) -> bool:
+        """Reply ``i`` has no end of turn and the next reply starts, with an empty header, where
+        it ends: the template writes the two into one turn with nothing between (Gemma 4's fifth
+        revision), so the model's stop comes only after the next one."""
+        regions = self.regions()
+        _, _, end = regions[i]
+        if any(s.kind == "eot" and s.message == i for s in self.out.spans):
+            return False
+        return any(j > i and h_start == h_end == end for j, (h_start, h_end, _) in regions.items())
+
     def trained_spans(self) -> list[tuple[int, int]]:
         trained = np.flatnonzero(self.out["labels"] != IGNORE_INDEX)
         return [tuple(self.out.offsets[t]) for t in trained]
@@ -159,12 +190,17 @@ def check_header_is_the_generation_prompt(d: Sample) -> None:
             assert header == generation_prompt, (i, header, generation_prompt)
         if not d.out.text.startswith(prompt) or not whole.startswith(prompt):
             continue  # a rewritten history: no differential reference
+        if d.joined(i):
+            continue  # the prefix render closes the reply, the whole writes the next one on: no reference
         eots = [e for e in _eots(d, i) if e]
         ends = [whole.rfind(e) + len(e) for e in eots if e in whole[len(prompt) :]]
         reply_end = max(ends) if ends else len(whole) - (len(trailer) if whole.endswith(trailer) else 0)
         if eots and not ends:
             continue
         if d.out.text.startswith(whole[:reply_end]):
+            # Rendered as the last message, a reply ends its first generated segment (a reply that
+            # Gemma 4 continues after tool results stops at its first <|tool_response>).
+            end = d.segments(i)[0][1] if d.segments(i) else end
             assert (len(prompt), reply_end) == (h_end, end), (
                 f"reply {i}: the annotation's region {d.out.text[h_end:end]!r} differs from differential "
                 f"rendering's {d.out.text[len(prompt) : reply_end]!r}"
@@ -184,10 +220,7 @@ def check_soundness(d: Sample) -> None:
     """No trained token touches another message, a header of another turn, an image
     placeholder, or text outside the reply."""
     regions = d.regions()
-    owner = np.full(len(d.out.text), -1)
-    for span in d.out.spans:
-        if span.kind == "turn" or span.message not in regions:
-            owner[span.start : span.end] = span.message
+    owner = d.owners()
     image = np.zeros(len(d.out.text), dtype=bool)
     for span in d.out.spans:
         if span.kind == "image":
@@ -214,8 +247,10 @@ def check_completeness(d: Sample) -> None:
     for start, end in d.trained_spans():
         trained_cover[start:end] = True
     region = np.zeros(n, dtype=bool)
-    for _, h_end, end in d.regions().values():
-        region[h_end:end] = True
+    owner = d.owners()
+    for i, (_, h_end, end) in d.regions().items():
+        # Text of another message written inside the reply's turn (Gemma 4's tool results) is not the reply's.
+        region[h_end:end] = owner[h_end:end] == i
     for span in d.out.spans:
         if span.kind == "image":
             region[span.start : span.end] = False  # image placeholders are never trained
@@ -232,19 +267,33 @@ def check_completeness(d: Sample) -> None:
 
 
 def check_end_of_turn_is_trained(d: Sample) -> None:
-    """The end-of-turn token after each reply is trained; the next turn's header is not."""
+    """The end-of-turn token after each reply is trained; the next turn's header is not.
+
+    Where the template writes other messages inside a reply's turn, each generated segment
+    of the reply ends with a stop token (Gemma 4: the calls with <|tool_response>, the
+    answer after the results with <turn|>); a reply joined to the next one has none."""
     labels, ids, starts = d.out["labels"], d.out["input_ids"], d.out.offsets[:, 0]
-    for i, (_, _, end) in d.regions().items():
+    owner = d.owners()
+    for i in d.regions():
         eots = _eots(d, i)
         if not eots:
             continue
-        eot = next((e for e in eots if d.out.text.endswith(e, 0, end)), None)
-        assert eot is not None, f"reply {i} does not end with {eots}"
-        t = int(np.searchsorted(starts, end - len(eot)))
-        assert t < len(ids) and starts[t] == end - len(eot), f"reply {i}'s end of turn {eot!r} is not one token"
-        assert labels[t] == ids[t], f"reply {i}'s end of turn {eot!r} is not trained"
-        if t + 1 < len(ids):
-            assert labels[t + 1] == IGNORE_INDEX, f"the token after reply {i}'s end of turn is trained"
+        segments = d.segments(i, owner)
+        if not segments:
+            _, _, end = d.regions()[i]
+            segments = [(end, end)]
+        if d.joined(i):
+            segments = segments[:-1]
+        for _, end in segments:
+            eot = next((e for e in eots if d.out.text.endswith(e, 0, end)), None)
+            assert eot is not None, f"reply {i} does not end with {eots}" + (
+                f" (segment ending at {end})" if len(segments) > 1 else ""
+            )
+            t = int(np.searchsorted(starts, end - len(eot)))
+            assert t < len(ids) and starts[t] == end - len(eot), f"reply {i}'s end of turn {eot!r} is not one token"
+            assert labels[t] == ids[t], f"reply {i}'s end of turn {eot!r} is not trained"
+            if t + 1 < len(ids):
+                assert labels[t + 1] == IGNORE_INDEX, f"the token after reply {i}'s end of turn is trained"
 
 
 def check_image_placeholders_are_not_trained(d: Sample) -> None:
