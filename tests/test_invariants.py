@@ -151,6 +151,20 @@ CASES = {
         GEMMA4_KWARGS,
         other_eots=("<|tool_response>",),
     ),
+    "gemma4-v3": Case(
+        conversations(tools=True, tool_role=True, reasoning=True),
+        "<turn|>",
+        GEMMA4_KWARGS,
+        other_eots=("<|tool_response>",),
+    ),
+    # The fourth revision also writes a tool result's media placeholders: tool results drawn as typed parts.
+    "gemma4-v4": Case(
+        conversations(tools=True, tool_role=True, reasoning=True, image_roles=("tool",)),
+        "<turn|>",
+        GEMMA4_KWARGS,
+        other_eots=("<|tool_response>",),
+        image_tokens=("<|image|>",),
+    ),
     # --- gemma 4 and diffusion-gemma: end ---
 }
 NAMES = sorted(CASES)
