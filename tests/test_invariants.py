@@ -66,6 +66,15 @@ LLAMA31_BUILTIN_KWARGS = st.sampled_from(
 # Gemma 4: enable_thinking writes <|think|> into the system block (and, from the fifth revision on,
 # opens the thought channel in the generation prompt after tool results).
 GEMMA4_KWARGS = st.sampled_from([{}, {"enable_thinking": True}, {"enable_thinking": False}])
+GEMMA4_V5_KWARGS = st.sampled_from(
+    [
+        {},
+        {"enable_thinking": True},
+        {"enable_thinking": False},
+        {"preserve_thinking": True},
+        {"enable_thinking": True, "preserve_thinking": True},
+    ]
+)
 
 ALL_ROLES = ("system", "user", "assistant")
 # Every part Qwen2.5-VL's template writes a placeholder for: typed images and videos, with or
@@ -162,6 +171,14 @@ CASES = {
         conversations(tools=True, tool_role=True, reasoning=True, image_roles=("tool",)),
         "<turn|>",
         GEMMA4_KWARGS,
+        other_eots=("<|tool_response>",),
+        image_tokens=("<|image|>",),
+    ),
+    # The fifth revision refuses string arguments and reads preserve_thinking.
+    "gemma4-v5": Case(
+        conversations(tools=True, tool_role=True, reasoning=True, string_arguments=False, image_roles=("tool",)),
+        "<turn|>",
+        GEMMA4_V5_KWARGS,
         other_eots=("<|tool_response>",),
         image_tokens=("<|image|>",),
     ),

@@ -225,15 +225,29 @@ def check_soundness(d: Sample) -> None:
     for span in d.out.spans:
         if span.kind == "image":
             image[span.start : span.end] = True
+    # Replies the template joins into one turn with nothing between (see Sample.joined) are one
+    # stream of generated text: a token may run from the end of one into the next.
+    homes_of: dict[int, tuple[int, ...]] = {}
+    for i in sorted(regions):
+        group = homes_of.get(i, (i,))
+        if d.joined(i):
+            j = min(j for j, (h_start, h_end, _) in regions.items() if j > i and h_start == h_end == regions[i][2])
+            group = (*group, j)
+        for k in group:
+            homes_of[k] = group
     for start, end in d.trained_spans():
         assert end > start
         assert not image[start:end].any(), "a trained token touches an image placeholder"
-        homes = [i for i, (h_start, h_end, r_end) in regions.items() if h_start <= start and end <= r_end]
+        homes = {
+            homes_of[i]
+            for i in regions
+            if regions[homes_of[i][0]][0] <= start and end <= regions[homes_of[i][-1]][2]
+        }
         assert len(homes) == 1, f"trained token {d.out.text[start:end]!r} at {start} is outside every reply"
-        i = homes[0]
-        assert end > regions[i][1], "a trained token lies inside the generation prompt"
+        group = homes.pop()
+        assert end > regions[group[0]][1], "a trained token lies inside the generation prompt"
         chars = owner[start:end]
-        assert set(chars.tolist()) <= {i}, "a trained token touches another message's text"
+        assert set(chars.tolist()) <= set(group), "a trained token touches another message's text"
     roles = d.out["role"][d.out["labels"] != IGNORE_INDEX]
     assert (roles == Role.ASSISTANT).all(), "a token of a non-assistant message is trained"
 
