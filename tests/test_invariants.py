@@ -182,6 +182,13 @@ CASES = {
         other_eots=("<|tool_response>",),
         image_tokens=("<|image|>",),
     ),
+    "diffusion-gemma": Case(
+        conversations(tools=True, tool_role=True, reasoning=True, string_arguments=False, image_roles=("tool",)),
+        "<turn|>",
+        GEMMA4_V5_KWARGS,
+        other_eots=("<|tool_response>",),
+        image_tokens=("<|image|>",),
+    ),
     # --- gemma 4 and diffusion-gemma: end ---
 }
 NAMES = sorted(CASES)
