@@ -160,6 +160,8 @@ CASES = {
         GEMMA4_KWARGS,
         other_eots=("<|tool_response>",),
     ),
+    # The second revision writes each message as its own turn (tool results too) and no reasoning.
+    "gemma4-v2": Case(conversations(tools=True, tool_role=True), "<turn|>", GEMMA4_KWARGS),
     "gemma4-v3": Case(
         conversations(tools=True, tool_role=True, reasoning=True),
         "<turn|>",
