@@ -112,10 +112,11 @@ def test_gemma4_results_and_no_answer_end_the_reply_at_tool_response(tokenizers)
     # This revision writes no <turn|> after results when the reply says nothing more.
     assert '<tool_response|><|turn>user\nThanks.<turn|>\n' in out.text
     assert trained_runs(out) == [CALL_TEXT + "<|tool_response>", "You are welcome.<turn|>"]
-    # The fifth revision closes the turn: the model writes <turn|> after the result.
+    # The fifth revision closes the turn before the user's, though no message wrote anything
+    # after the result: that <turn|> is not trained.
     out = mask(tokenizers, "gemma4-v5", messages)
     assert '<tool_response|><turn|>\n<|turn>user\nThanks.<turn|>\n' in out.text
-    assert trained_runs(out) == [CALL_TEXT + "<|tool_response>", "<turn|>", "You are welcome.<turn|>"]
+    assert trained_runs(out) == [CALL_TEXT + "<|tool_response>", "You are welcome.<turn|>"]
 
 
 def test_gemma4_v5_thinking_after_results_opens_with_the_generation_prompt(tokenizers):
