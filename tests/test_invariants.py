@@ -66,6 +66,10 @@ LLAMA31_BUILTIN_KWARGS = st.sampled_from(
 # Gemma 4: enable_thinking writes <|think|> into the system block (and, from the fifth revision on,
 # opens the thought channel in the generation prompt after tool results).
 GEMMA4_KWARGS = st.sampled_from([{}, {"enable_thinking": True}, {"enable_thinking": False}])
+G4_MEDIA = ("user", "assistant")
+G4_PARTS = ({"type": "image"}, {"type": "audio"}, {"type": "video"})
+G4_V5_PARTS = (*G4_PARTS, {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}})
+G4_PLACEHOLDERS = ("<|image|>", "<|audio|>", "<|video|>")
 GEMMA4_V5_KWARGS = st.sampled_from(
     [
         {},
@@ -181,46 +185,65 @@ CASES = {
     # --- gemma 4 and diffusion-gemma: begin ---
     # Gemma 4 ends a reply with <turn|> and stops after tool calls with <|tool_response> (both in its
     # generation config's eos_token_id); a reply with tool calls and results has one segment for each.
+    # Media parts in user and assistant messages (and, from the fourth revision on, tool results).
     "gemma4": Case(
-        conversations(tools=True, tool_role=True, reasoning=True),
+        conversations(tools=True, tool_role=True, reasoning=True, image_roles=G4_MEDIA, image_parts=G4_PARTS),
         "<turn|>",
         GEMMA4_KWARGS,
         other_eots=("<|tool_response>",),
+        image_tokens=G4_PLACEHOLDERS,
     ),
     # The second revision writes each message as its own turn (tool results too) and no reasoning.
-    "gemma4-v2": Case(conversations(tools=True, tool_role=True), "<turn|>", GEMMA4_KWARGS),
+    "gemma4-v2": Case(
+        conversations(tools=True, tool_role=True, image_roles=G4_MEDIA, image_parts=G4_PARTS),
+        "<turn|>",
+        GEMMA4_KWARGS,
+        image_tokens=G4_PLACEHOLDERS,
+    ),
     "gemma4-v3": Case(
-        conversations(tools=True, tool_role=True, reasoning=True),
+        conversations(tools=True, tool_role=True, reasoning=True, image_roles=G4_MEDIA, image_parts=G4_PARTS),
         "<turn|>",
         GEMMA4_KWARGS,
         other_eots=("<|tool_response>",),
+        image_tokens=G4_PLACEHOLDERS,
     ),
-    # The fourth revision also writes a tool result's media placeholders: tool results drawn as typed parts.
     "gemma4-v4": Case(
-        conversations(tools=True, tool_role=True, reasoning=True, image_roles=("tool",)),
+        conversations(
+            tools=True, tool_role=True, reasoning=True, image_roles=(*G4_MEDIA, "tool"), image_parts=G4_PARTS
+        ),
         "<turn|>",
         GEMMA4_KWARGS,
         other_eots=("<|tool_response>",),
-        image_tokens=("<|image|>",),
+        image_tokens=G4_PLACEHOLDERS,
     ),
-    # The fifth revision refuses string arguments and reads preserve_thinking.
+    # The fifth revision refuses string arguments, reads preserve_thinking and image_url parts.
     "gemma4-v5": Case(
         conversations(
-            tools=True, tool_role=True, reasoning=True, string_arguments=False, image_roles=("tool",)
+            tools=True,
+            tool_role=True,
+            reasoning=True,
+            string_arguments=False,
+            image_roles=(*G4_MEDIA, "tool"),
+            image_parts=G4_V5_PARTS,
         ).map(gemma4_unjoined),
         "<turn|>",
         GEMMA4_V5_KWARGS,
         other_eots=("<|tool_response>",),
-        image_tokens=("<|image|>",),
+        image_tokens=G4_PLACEHOLDERS,
     ),
     "diffusion-gemma": Case(
         conversations(
-            tools=True, tool_role=True, reasoning=True, string_arguments=False, image_roles=("tool",)
+            tools=True,
+            tool_role=True,
+            reasoning=True,
+            string_arguments=False,
+            image_roles=(*G4_MEDIA, "tool"),
+            image_parts=G4_V5_PARTS,
         ).map(gemma4_unjoined),
         "<turn|>",
         GEMMA4_V5_KWARGS,
         other_eots=("<|tool_response>",),
-        image_tokens=("<|image|>",),
+        image_tokens=G4_PLACEHOLDERS,
     ),
     # --- gemma 4 and diffusion-gemma: end ---
 }
