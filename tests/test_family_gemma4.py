@@ -70,14 +70,19 @@ def test_every_revision_trains_the_calls_then_the_answer(tokenizers, name):
     messages = [dict(m) for m in TOOL_CALL_TURN]
     del messages[2]["reasoning_content"]
     out = mask(tokenizers, name, messages)
-    answer = "<|turn>model\nIt is sunny in Paris.<turn|>" if name == "diffusion-gemma" else "It is sunny in Paris.<turn|>"
+    answer = (
+        "<|turn>model\nIt is sunny in Paris.<turn|>" if name == "diffusion-gemma" else "It is sunny in Paris.<turn|>"
+    )
     assert trained_runs(out) == [CALL_TEXT + "<|tool_response>", answer]
     assert "response:get_weather" not in "".join(trained_runs(out))
 
 
 @pytest.mark.parametrize("name", GEMMA4_ALL)
 def test_a_call_without_its_result_ends_with_tool_response(tokenizers, name):
-    messages = [{"role": "user", "content": "Weather in Paris?"}, {"role": "assistant", "content": "", "tool_calls": [CALL]}]
+    messages = [
+        {"role": "user", "content": "Weather in Paris?"},
+        {"role": "assistant", "content": "", "tool_calls": [CALL]},
+    ]
     out = mask(tokenizers, name, messages)
     assert out.text.endswith("<|turn>model\n" + CALL_TEXT + "<|tool_response>")
     assert trained_runs(out) == [CALL_TEXT + "<|tool_response>"]
@@ -110,12 +115,12 @@ def test_gemma4_results_and_no_answer_end_the_reply_at_tool_response(tokenizers)
     ]
     out = mask(tokenizers, "gemma4", messages)
     # This revision writes no <turn|> after results when the reply says nothing more.
-    assert '<tool_response|><|turn>user\nThanks.<turn|>\n' in out.text
+    assert "<tool_response|><|turn>user\nThanks.<turn|>\n" in out.text
     assert trained_runs(out) == [CALL_TEXT + "<|tool_response>", "You are welcome.<turn|>"]
     # The fifth revision closes the turn before the user's, though no message wrote anything
     # after the result: that <turn|> is not trained.
     out = mask(tokenizers, "gemma4-v5", messages)
-    assert '<tool_response|><turn|>\n<|turn>user\nThanks.<turn|>\n' in out.text
+    assert "<tool_response|><turn|>\n<|turn>user\nThanks.<turn|>\n" in out.text
     assert trained_runs(out) == [CALL_TEXT + "<|tool_response>", "You are welcome.<turn|>"]
 
 
@@ -181,3 +186,20 @@ def test_the_control_tokens_are_single_tokens():
     tokenizer = load_tokenizer("gemma4")
     for token in ("<|turn>", "<turn|>", "<|tool_call>", "<tool_call|>", "<|tool_response>", "<|channel>", '<|"|>'):
         assert len(tokenizer.encode(token, add_special_tokens=False)) == 1, token
+
+
+def test_gemma4_v4_a_tool_results_media_placeholder_is_the_tool_messages(tokenizers):
+    messages = [
+        {"role": "user", "content": "Show Paris."},
+        {"role": "assistant", "content": "", "tool_calls": [CALL]},
+        {"role": "tool", "content": [{"type": "text", "text": "a photo"}, {"type": "image"}]},
+        {"role": "assistant", "content": "Here it is."},
+    ]
+    out = mask(tokenizers, "gemma4-v4", messages)
+    assert out.text.endswith(
+        '<|tool_response>response:get_weather{value:<|"|>a photo<|"|>}<tool_response|><|image|>Here it is.<turn|>\n'
+    )
+    assert trained_runs(out) == [CALL_TEXT + "<|tool_response>", "Here it is.<turn|>"]
+    # The first revision writes no placeholder for it.
+    out = mask(tokenizers, "gemma4", messages)
+    assert "<|image|>" not in out.text

@@ -81,7 +81,6 @@ GEMMA4_V5_KWARGS = st.sampled_from(
 )
 
 
-
 def gemma4_unjoined(drawn):
     """A user message between two replies that Gemma 4's fifth template would join.
 

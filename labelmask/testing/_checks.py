@@ -200,7 +200,8 @@ def check_header_is_the_generation_prompt(d: Sample) -> None:
         if d.out.text.startswith(whole[:reply_end]):
             # Rendered as the last message, a reply ends its first generated segment (a reply that
             # Gemma 4 continues after tool results stops at its first <|tool_response>).
-            end = d.segments(i)[0][1] if d.segments(i) else end
+            segments = d.segments(i)
+            end = segments[0][1] if segments else end
             assert (len(prompt), reply_end) == (h_end, end), (
                 f"reply {i}: the annotation's region {d.out.text[h_end:end]!r} differs from differential "
                 f"rendering's {d.out.text[len(prompt) : reply_end]!r}"
@@ -239,9 +240,7 @@ def check_soundness(d: Sample) -> None:
         assert end > start
         assert not image[start:end].any(), "a trained token touches an image placeholder"
         homes = {
-            homes_of[i]
-            for i in regions
-            if regions[homes_of[i][0]][0] <= start and end <= regions[homes_of[i][-1]][2]
+            homes_of[i] for i in regions if regions[homes_of[i][0]][0] <= start and end <= regions[homes_of[i][-1]][2]
         }
         assert len(homes) == 1, f"trained token {d.out.text[start:end]!r} at {start} is outside every reply"
         group = homes.pop()
@@ -254,8 +253,9 @@ def check_soundness(d: Sample) -> None:
 
 def check_completeness(d: Sample) -> None:
     """Every character of every reply (after the generation prompt, through the end of
-    turn) is covered by a trained token, except where the only tokens covering it also
-    cover text that must not be trained (counted in the report)."""
+    turn; not the text of other messages the template writes inside it) is covered by a
+    trained token, except where the only tokens covering it also cover text that must not
+    be trained (counted in the report)."""
     n = len(d.out.text)
     trained_cover = np.zeros(n, dtype=bool)
     for start, end in d.trained_spans():
