@@ -163,7 +163,9 @@ HISTORY_CALL_WITH_THINK_IN_CONTENT = [
     {"role": "user", "content": "Thanks"},
     {"role": "assistant", "content": " Bye. "},
 ]
-PARIS_CALL_TEXT = "<tool_call>\n<function=get_weather>\n<parameter=city>\nParis\n</parameter>\n</function>\n</tool_call>\n"
+PARIS_CALL_TEXT = (
+    "<tool_call>\n<function=get_weather>\n<parameter=city>\nParis\n</parameter>\n</function>\n</tool_call>\n"
+)
 
 
 @pytest.mark.parametrize(

@@ -76,6 +76,49 @@ LLAMA31_BUILTIN_KWARGS = st.sampled_from(
     ]
 )
 
+# Gemma 4: enable_thinking writes <|think|> into the system block (and, from the fifth revision on,
+# opens the thought channel in the generation prompt after tool results).
+GEMMA4_KWARGS = st.sampled_from([{}, {"enable_thinking": True}, {"enable_thinking": False}])
+G4_MEDIA = ("user", "assistant")
+G4_PARTS = ({"type": "image"}, {"type": "audio"}, {"type": "video"})
+G4_V5_PARTS = (*G4_PARTS, {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}})
+G4_PLACEHOLDERS = ("<|image|>", "<|audio|>", "<|video|>")
+GEMMA4_V5_KWARGS = st.sampled_from(
+    [
+        {},
+        {"enable_thinking": True},
+        {"enable_thinking": False},
+        {"preserve_thinking": True},
+        {"enable_thinking": True, "preserve_thinking": True},
+    ]
+)
+
+
+def gemma4_unjoined(drawn):
+    """A user message between two replies that Gemma 4's fifth template would join.
+
+    That template writes a reply and the next one (tool results between or not) into one turn
+    with nothing between when the first writes text last. A token can then run from one reply's
+    text into the next's; the policy trains it (both are trained replies, see
+    check_soundness), but the engine's fail-closed check (check="full") refuses any trained
+    token over two messages, so such pairs are kept apart here (tests/test_family_gemma4.py
+    tests joined replies)."""
+    messages, tools = drawn
+    out: list[dict] = []
+    for message in messages:
+        previous = next((m for m in reversed(out) if m["role"] != "tool"), None)
+        if (
+            message["role"] == "assistant"
+            and previous is not None
+            and previous["role"] == "assistant"
+            and isinstance(previous.get("content"), str)
+            and previous["content"].strip()
+        ):
+            out.append({"role": "user", "content": "Go on."})
+        out.append(message)
+    return out, tools
+
+
 ALL_ROLES = ("system", "user", "assistant")
 # Every part Qwen2.5-VL's template writes a placeholder for: typed images and videos, with or
 # without a payload, and OpenAI-style image_url parts.
@@ -275,6 +318,70 @@ CASES = {
     ),
     # --- nemotron 3 and muse-glimmer: end ---
     # --- gemma 4 and diffusion-gemma: begin ---
+    # Gemma 4 ends a reply with <turn|> and stops after tool calls with <|tool_response> (both in its
+    # generation config's eos_token_id); a reply with tool calls and results has one segment for each.
+    # Media parts in user and assistant messages (and, from the fourth revision on, tool results).
+    "gemma4": Case(
+        conversations(tools=True, tool_role=True, reasoning=True, image_roles=G4_MEDIA, image_parts=G4_PARTS),
+        "<turn|>",
+        GEMMA4_KWARGS,
+        other_eots=("<|tool_response>",),
+        image_tokens=G4_PLACEHOLDERS,
+    ),
+    # The second revision writes each message as its own turn (tool results too) and no reasoning.
+    "gemma4-v2": Case(
+        conversations(tools=True, tool_role=True, image_roles=G4_MEDIA, image_parts=G4_PARTS),
+        "<turn|>",
+        GEMMA4_KWARGS,
+        image_tokens=G4_PLACEHOLDERS,
+    ),
+    "gemma4-v3": Case(
+        conversations(tools=True, tool_role=True, reasoning=True, image_roles=G4_MEDIA, image_parts=G4_PARTS),
+        "<turn|>",
+        GEMMA4_KWARGS,
+        other_eots=("<|tool_response>",),
+        image_tokens=G4_PLACEHOLDERS,
+        secondary=True,  # Gemma 4's first template with a few lines changed
+    ),
+    "gemma4-v4": Case(
+        conversations(
+            tools=True, tool_role=True, reasoning=True, image_roles=(*G4_MEDIA, "tool"), image_parts=G4_PARTS
+        ),
+        "<turn|>",
+        GEMMA4_KWARGS,
+        other_eots=("<|tool_response>",),
+        image_tokens=G4_PLACEHOLDERS,
+        secondary=True,  # v3 plus media after tool results
+    ),
+    # The fifth revision refuses string arguments, reads preserve_thinking and image_url parts.
+    "gemma4-v5": Case(
+        conversations(
+            tools=True,
+            tool_role=True,
+            reasoning=True,
+            string_arguments=False,
+            image_roles=(*G4_MEDIA, "tool"),
+            image_parts=G4_V5_PARTS,
+        ).map(gemma4_unjoined),
+        "<turn|>",
+        GEMMA4_V5_KWARGS,
+        other_eots=("<|tool_response>",),
+        image_tokens=G4_PLACEHOLDERS,
+    ),
+    "diffusion-gemma": Case(
+        conversations(
+            tools=True,
+            tool_role=True,
+            reasoning=True,
+            string_arguments=False,
+            image_roles=(*G4_MEDIA, "tool"),
+            image_parts=G4_V5_PARTS,
+        ).map(gemma4_unjoined),
+        "<turn|>",
+        GEMMA4_V5_KWARGS,
+        other_eots=("<|tool_response>",),
+        image_tokens=G4_PLACEHOLDERS,
+    ),
     # --- gemma 4 and diffusion-gemma: end ---
 }
 NAMES = sorted(CASES)

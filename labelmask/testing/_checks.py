@@ -126,6 +126,42 @@ class Sample:
                 found[i] = (heads[i].start, heads[i].end, end)
         return found
 
+    def owners(self) -> np.ndarray:
+        """Per character: the message whose turn (or, for a message with no reply region, whose
+        part) writes it, innermost last; -1 for text outside every message."""
+        regions = self.regions()
+        owner = np.full(len(self.out.text), -1)
+        for span in self.out.spans:
+            if span.kind == "turn" or span.message not in regions:
+                owner[span.start : span.end] = span.message
+        for span in self.out.spans:
+            if span.kind == "eot" and span.message in regions:
+                # An end of turn outside every turn (GLM's next header token) is its reply's text.
+                chars = owner[span.start : span.end]
+                chars[chars == -1] = span.message
+        return owner
+
+    def segments(self, i: int, owner: np.ndarray | None = None) -> list[tuple[int, int]]:
+        """The generated segments of reply ``i``: the runs of its region (after its header through
+        its end of turn) that the reply itself writes. One run, unless the template writes other
+        messages inside the reply's turn (Gemma 4 writes tool results after the calls, and the
+        reply goes on after them): then each run is a segment the model generates."""
+        _, h_end, end = self.regions()[i]
+        owner = self.owners() if owner is None else owner
+        own = np.concatenate(([False], owner[h_end:end] == i, [False]))
+        edges = np.flatnonzero(own[1:] != own[:-1])
+        return [(h_end + int(a), h_end + int(b)) for a, b in zip(edges[::2], edges[1::2])]
+
+    def joined(self, i: int) -> bool:
+        """Reply ``i`` has no end of turn and the next reply starts, with an empty header, where
+        it ends: the template writes the two into one turn with nothing between (Gemma 4's fifth
+        revision), so the model's stop comes only after the next one."""
+        regions = self.regions()
+        _, _, end = regions[i]
+        if any(s.kind == "eot" and s.message == i for s in self.out.spans):
+            return False
+        return any(j > i and h_start == h_end == end for j, (h_start, h_end, _) in regions.items())
+
     def trained_spans(self) -> list[tuple[int, int]]:
         trained = np.flatnonzero(self.out["labels"] != IGNORE_INDEX)
         return [tuple(self.out.offsets[t]) for t in trained]
@@ -216,6 +252,8 @@ def check_header_is_the_generation_prompt(d: Sample) -> None:
             assert header == generation_prompt, (i, header, generation_prompt)
         if not d.out.text.startswith(prompt) or not whole.startswith(prompt):
             continue  # a rewritten history: no differential reference
+        if d.joined(i):
+            continue  # the prefix render closes the reply, the whole writes the next one on: no reference
         eots = [e for e in _eots(d, i) if e]
         if d.expect.next_header_eots:
             # The end of turn is the next message's first token: the reply ends after it.
@@ -225,6 +263,10 @@ def check_header_is_the_generation_prompt(d: Sample) -> None:
         if eots and not ends:
             continue
         if d.out.text.startswith(whole[:reply_end]):
+            # Rendered as the last message, a reply ends its first generated segment (a reply that
+            # Gemma 4 continues after tool results stops at its first <|tool_response>).
+            segments = d.segments(i)
+            end = segments[0][1] if segments else end
             assert (len(prompt), reply_end) == (h_end, end), (
                 f"reply {i}: the annotation's region {d.out.text[h_end:end]!r} differs from differential "
                 f"rendering's {d.out.text[len(prompt) : reply_end]!r}"
@@ -249,43 +291,50 @@ def check_soundness(d: Sample) -> None:
     """No trained token touches another message, a header of another turn, an image
     placeholder, or text outside the reply."""
     regions = d.regions()
-    owner = np.full(len(d.out.text), -1)
-    for span in d.out.spans:
-        if span.kind == "turn" or span.message not in regions:
-            owner[span.start : span.end] = span.message
-    for span in d.out.spans:
-        if span.kind == "eot" and span.message in regions:
-            # An end of turn outside every turn (GLM's next header token) is its reply's text.
-            chars = owner[span.start : span.end]
-            chars[chars == -1] = span.message
+    owner = d.owners()
     image = np.zeros(len(d.out.text), dtype=bool)
     for span in d.out.spans:
         if span.kind == "image":
             image[span.start : span.end] = True
+    # Replies the template joins into one turn with nothing between (see Sample.joined) are one
+    # stream of generated text: a token may run from the end of one into the next.
+    homes_of: dict[int, tuple[int, ...]] = {}
+    for i in sorted(regions):
+        group = homes_of.get(i, (i,))
+        if d.joined(i):
+            j = min(j for j, (h_start, h_end, _) in regions.items() if j > i and h_start == h_end == regions[i][2])
+            group = (*group, j)
+        for k in group:
+            homes_of[k] = group
     for start, end in d.trained_spans():
         assert end > start
         assert not image[start:end].any(), "a trained token touches an image placeholder"
-        homes = [i for i, (h_start, h_end, r_end) in regions.items() if h_start <= start and end <= r_end]
+        homes = {
+            homes_of[i] for i in regions if regions[homes_of[i][0]][0] <= start and end <= regions[homes_of[i][-1]][2]
+        }
         assert len(homes) == 1, f"trained token {d.out.text[start:end]!r} at {start} is outside every reply"
-        i = homes[0]
-        assert end > regions[i][1], "a trained token lies inside the generation prompt"
+        group = homes.pop()
+        assert end > regions[group[0]][1], "a trained token lies inside the generation prompt"
         chars = owner[start:end]
-        assert set(chars.tolist()) <= {i}, "a trained token touches another message's text"
+        assert set(chars.tolist()) <= set(group), "a trained token touches another message's text"
     roles = d.out["role"][d.out["labels"] != IGNORE_INDEX]
     assert (roles == Role.ASSISTANT).all(), "a token of a non-assistant message is trained"
 
 
 def check_completeness(d: Sample) -> None:
     """Every character of every reply (after the generation prompt, through the end of
-    turn) is covered by a trained token, except where the only tokens covering it also
-    cover text that must not be trained (counted in the report)."""
+    turn; not the text of other messages the template writes inside it) is covered by a
+    trained token, except where the only tokens covering it also cover text that must not
+    be trained (counted in the report)."""
     n = len(d.out.text)
     trained_cover = np.zeros(n, dtype=bool)
     for start, end in d.trained_spans():
         trained_cover[start:end] = True
     region = np.zeros(n, dtype=bool)
-    for _, h_end, end in d.regions().values():
-        region[h_end:end] = True
+    owner = d.owners()
+    for i, (_, h_end, end) in d.regions().items():
+        # Text of another message written inside the reply's turn (Gemma 4's tool results) is not the reply's.
+        region[h_end:end] = owner[h_end:end] == i
     for span in d.out.spans:
         if span.kind == "image":
             region[span.start : span.end] = False  # image placeholders are never trained
@@ -302,8 +351,13 @@ def check_completeness(d: Sample) -> None:
 
 
 def check_end_of_turn_is_trained(d: Sample) -> None:
-    """The end-of-turn token after each reply is trained; the next turn's header is not."""
+    """The end-of-turn token after each reply is trained; the next turn's header is not.
+
+    Where the template writes other messages inside a reply's turn, each generated segment
+    of the reply ends with a stop token (Gemma 4: the calls with <|tool_response>, the
+    answer after the results with <turn|>); a reply joined to the next one has none."""
     labels, ids, starts = d.out["labels"], d.out["input_ids"], d.out.offsets[:, 0]
+    owner = d.owners()
     regions = d.regions()
     for i, (_, _, end) in regions.items():
         eots = _eots(d, i)
@@ -322,15 +376,25 @@ def check_end_of_turn_is_trained(d: Sample) -> None:
             assert ids[t] == d.tokenizer.convert_tokens_to_ids(closing), f"reply {i} is not closed by {closing!r}"
             assert labels[t] == IGNORE_INDEX, f"reply {i}'s history closing {closing!r} is trained"
             continue
-        eot = next((e for e in eots if d.out.text.endswith(e, 0, end)), None)
-        assert eot is not None, f"reply {i} does not end with {eots}"
-        t = int(np.searchsorted(starts, end - len(eot)))
-        assert t < len(ids) and starts[t] == end - len(eot), f"reply {i}'s end of turn {eot!r} is not one token"
-        assert labels[t] == ids[t], f"reply {i}'s end of turn {eot!r} is not trained"
-        # The next token is not trained, unless it is another reply's, after its header (DeepSeek-V3
-        # writes a later tool-call reply with no header, right after the reply before it).
-        if t + 1 < len(ids) and not any(j != i and h_end <= starts[t + 1] < e for j, (_, h_end, e) in regions.items()):
-            assert labels[t + 1] == IGNORE_INDEX, f"the token after reply {i}'s end of turn is trained"
+        segments = d.segments(i, owner)
+        if not segments:
+            segments = [(end, end)]
+        if d.joined(i):
+            segments = segments[:-1]
+        for _, seg_end in segments:
+            eot = next((e for e in eots if d.out.text.endswith(e, 0, seg_end)), None)
+            assert eot is not None, f"reply {i} does not end with {eots}" + (
+                f" (segment ending at {seg_end})" if len(segments) > 1 else ""
+            )
+            t = int(np.searchsorted(starts, seg_end - len(eot)))
+            assert t < len(ids) and starts[t] == seg_end - len(eot), f"reply {i}'s end of turn {eot!r} is not one token"
+            assert labels[t] == ids[t], f"reply {i}'s end of turn {eot!r} is not trained"
+            # The next token is not trained, unless it is another reply's, after its header (DeepSeek-V3
+            # writes a later tool-call reply with no header, right after the reply before it).
+            if t + 1 < len(ids) and not any(
+                j != i and h_end <= starts[t + 1] < e for j, (_, h_end, e) in regions.items()
+            ):
+                assert labels[t + 1] == IGNORE_INDEX, f"the token after reply {i}'s end of turn is trained"
 
 
 def check_image_placeholders_are_not_trained(d: Sample) -> None:
