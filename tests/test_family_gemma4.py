@@ -10,11 +10,11 @@ The expected strings below are written by hand from that format.
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 import labelmask
 from tests.fixtures import load_tokenizer
+from tests.trained import trained_runs
 
 CALL = {"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}
 CALL_TEXT = '<|tool_call>call:get_weather{city:<|"|>Paris<|"|>}<tool_call|>'
@@ -26,21 +26,6 @@ TOOL_CALL_TURN = [
     {"role": "assistant", "content": "It is sunny in Paris."},
 ]
 GEMMA4_ALL = ("gemma4", "gemma4-v3", "gemma4-v4", "gemma4-v5", "diffusion-gemma")
-
-
-def trained_runs(out) -> list[str]:
-    """The trained text as runs of consecutive trained tokens (their characters in the render)."""
-    runs: list[str] = []
-    previous = -2
-    for t in np.flatnonzero(np.asarray(out["labels"]) != -100).tolist():
-        a, b = out.offsets[t]
-        piece = out.text[a:b]
-        if t == previous + 1:
-            runs[-1] += piece
-        else:
-            runs.append(piece)
-        previous = t
-    return runs
 
 
 def mask(tokenizers, name, messages, **kwargs):

@@ -7,25 +7,13 @@ test compares the text of the trained tokens, run by run, with them.
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 import labelmask
 from labelmask.errors import NoEndOfTurnWarning
+from tests.trained import trained_runs
 
 WEATHER_CALL = {"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}
-
-
-def trained_runs(out) -> list[str]:
-    """The text of each maximal run of trained tokens that follow one another in the text."""
-    runs: list[list[int]] = []
-    for t in np.flatnonzero(out["labels"] != labelmask.IGNORE_INDEX).tolist():
-        start, end = out.offsets[t]
-        if runs and runs[-1][1] == start:
-            runs[-1][1] = end
-        else:
-            runs.append([start, end])
-    return [out.text[a:b] for a, b in runs]
 
 
 def mask(messages, tokenizer, appended="", **kwargs):

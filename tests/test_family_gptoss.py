@@ -21,6 +21,7 @@ import pytest
 import labelmask
 from labelmask import IGNORE_INDEX, Policy
 from labelmask.testing._checks import labelmask_clock
+from tests.trained import trained_runs
 
 WEATHER_CALL = {"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}
 TOOLS = [
@@ -58,17 +59,6 @@ def mask(messages, tokenizer, **kwargs):
         assert out.text == tokenizer.apply_chat_template(messages, tools=tools, tokenize=False)
         assert out["input_ids"].tolist() == tokenizer.apply_chat_template(messages, tools=tools)["input_ids"]
     return out
-
-
-def trained_runs(out) -> list[str]:
-    """The text of each run of consecutive trained tokens, from the tokens' character offsets."""
-    runs: list[list[int]] = []
-    for a, b in out.offsets[np.asarray(out["labels"]) != IGNORE_INDEX].tolist():
-        if runs and runs[-1][1] == a:
-            runs[-1][1] = b
-        else:
-            runs.append([a, b])
-    return [out.text[a:b] for a, b in runs]
 
 
 def trained_decoded(out, tokenizer) -> str:

@@ -7,12 +7,12 @@ the text of the tokens labelmask trains, joined into contiguous runs.
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 import labelmask
 from labelmask import Policy
 from labelmask.testing.strategies import TOOLS
+from tests.trained import trained_runs
 
 
 def weather_call(city: str) -> dict:
@@ -20,18 +20,6 @@ def weather_call(city: str) -> dict:
 
 
 WEATHER_CALL = weather_call("Paris")
-
-
-def trained_runs(out) -> list[str]:
-    """The trained text, one string per contiguous run of trained characters."""
-    spans = out.offsets[np.asarray(out["labels"]) != -100]
-    runs: list[list[int]] = []
-    for start, end in spans.tolist():
-        if runs and start <= runs[-1][1]:
-            runs[-1][1] = max(runs[-1][1], end)
-        else:
-            runs.append([start, end])
-    return [out.text[a:b] for a, b in runs]
 
 
 def mask(messages, tokenizer, name, **kwargs):

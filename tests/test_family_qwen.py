@@ -7,11 +7,11 @@ tokens) with a string written here from the template's format, never with labelm
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 import labelmask
 from tests.fixtures import load_tokenizer
+from tests.trained import trained_runs
 
 
 @pytest.fixture(scope="module")
@@ -25,20 +25,6 @@ def tok():
         return cache[name]
 
     return get
-
-
-def trained_runs(out) -> list[str]:
-    """The text of each run of consecutive trained tokens, in order."""
-    runs: list[list[int]] = []
-    previous = None
-    for t in np.flatnonzero(out["labels"] != labelmask.IGNORE_INDEX):
-        start, end = (int(x) for x in out.offsets[t])
-        if previous is not None and t == previous + 1:
-            runs[-1][1] = end
-        else:
-            runs.append([start, end])
-        previous = t
-    return [out.text[a:b] for a, b in runs]
 
 
 def mask(tokenizer, messages, template, **kwargs):
