@@ -188,3 +188,16 @@ def test_gemma4_v4_a_tool_results_media_placeholder_is_the_tool_messages(tokeniz
     # The first revision writes no placeholder for it.
     out = mask(tokenizers, "gemma4", messages)
     assert "<|image|>" not in out.text
+
+
+def test_gemma4_v5_joined_replies_pass_the_fail_closed_check(tokenizers):
+    """Reproducer: a token running from one joined reply into the next (':<') was refused by
+    check="full" as "outside a trained reply", though the straddle rule trains it."""
+    messages = [
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello:"},
+        {"role": "assistant", "content": "<How can I help?"},
+    ]
+    out = labelmask.mask_conversation(messages, tokenizers["gemma4-v5"], return_tensors="np", check="full")
+    assert trained_runs(out) == ["Hello:<How can I help?<turn|>"]
+    assert out.report.n_boundary_dropped == 0

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import labelmask
 from labelmask import MaskCheckError, Policy
@@ -20,6 +22,7 @@ from labelmask._messages import normalize_conversation
 from labelmask._policy import apply_policy, trained_messages
 from labelmask._registry import REGISTRY
 from labelmask._render import compile_template, render_annotated
+from tests.test_invariants import CASES, NAMES
 
 MESSAGES = [
     {"role": "system", "content": "Be brief."},
@@ -160,3 +163,20 @@ def test_mask_dataset_drops_and_counts_refused_rows(tokenizers):
     assert "Row 0: Fail-closed check" in stats.first_error["MaskCheckError"]
     with pytest.raises(MaskCheckError, match="Row 0: "):
         labelmask.mask_dataset(datasets.Dataset.from_list(rows), tokenizer, check="full")
+
+
+@pytest.mark.parametrize("name", NAMES)
+@settings(max_examples=max(1, settings.default.max_examples // 20))  # 10 per template in CI
+@given(data=st.data())
+def test_the_full_check_passes_every_annotation_on_drawn_conversations(name, tokenizers, data):
+    """check="full" never refuses the labels of a shipped annotation, and changes none (it only checks):
+    on every template, on the conversations its property test draws (Gemma 4's fifth revision joins
+    two replies into one turn, where a token can run from one into the next)."""
+    case = CASES[name]
+    messages, tools = data.draw(case.strategy, label="conversation")
+    kwargs = data.draw(case.kwargs, label="template kwargs")
+    policy = case.policy or Policy(on_empty="keep")
+    tokenizer = tokenizers[name]
+    off = labelmask.mask_conversation(messages, tokenizer, tools=tools, policy=policy, **kwargs)
+    full = labelmask.mask_conversation(messages, tokenizer, tools=tools, policy=policy, check="full", **kwargs)
+    assert full["labels"] == off["labels"] and full["input_ids"] == off["input_ids"]

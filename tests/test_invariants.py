@@ -94,31 +94,6 @@ GEMMA4_V5_KWARGS = st.sampled_from(
 )
 
 
-def gemma4_unjoined(drawn):
-    """A user message between two replies that Gemma 4's fifth template would join.
-
-    That template writes a reply and the next one (tool results between or not) into one turn
-    with nothing between when the first writes text last. A token can then run from one reply's
-    text into the next's; the policy trains it (both are trained replies, see
-    check_soundness), but the engine's fail-closed check (check="full") refuses any trained
-    token over two messages, so such pairs are kept apart here (tests/test_family_gemma4.py
-    tests joined replies)."""
-    messages, tools = drawn
-    out: list[dict] = []
-    for message in messages:
-        previous = next((m for m in reversed(out) if m["role"] != "tool"), None)
-        if (
-            message["role"] == "assistant"
-            and previous is not None
-            and previous["role"] == "assistant"
-            and isinstance(previous.get("content"), str)
-            and previous["content"].strip()
-        ):
-            out.append({"role": "user", "content": "Go on."})
-        out.append(message)
-    return out, tools
-
-
 ALL_ROLES = ("system", "user", "assistant")
 # Every part Qwen2.5-VL's template writes a placeholder for: typed images and videos, with or
 # without a payload, and OpenAI-style image_url parts.
@@ -362,7 +337,7 @@ CASES = {
             string_arguments=False,
             image_roles=(*G4_MEDIA, "tool"),
             image_parts=G4_V5_PARTS,
-        ).map(gemma4_unjoined),
+        ),
         "<turn|>",
         GEMMA4_V5_KWARGS,
         other_eots=("<|tool_response>",),
@@ -376,7 +351,7 @@ CASES = {
             string_arguments=False,
             image_roles=(*G4_MEDIA, "tool"),
             image_parts=G4_V5_PARTS,
-        ).map(gemma4_unjoined),
+        ),
         "<turn|>",
         GEMMA4_V5_KWARGS,
         other_eots=("<|tool_response>",),
