@@ -112,7 +112,7 @@ def check_options(
     policy = _DEFAULT_POLICY if policy is None else policy
     if not isinstance(policy, Policy):
         raise OptionError(f"policy must be a labelmask.Policy, not {type(policy).__name__}")
-    if add_eos not in (None, True, False):
+    if add_eos is not None and not isinstance(add_eos, bool):
         raise OptionError(f"add_eos={add_eos!r}: use None (the template decides), True or False.")
     if return_tensors not in (None, "np", "pt"):
         raise OptionError(f"return_tensors={return_tensors!r}: use None (lists), 'np' or 'pt'.")

@@ -20,6 +20,7 @@ HI = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello
         ({"max_length": True}, r"max_length=True"),
         ({"truncation": "middle"}, r"truncation='middle'"),
         ({"policy": "assistant"}, r"policy must be a labelmask.Policy"),
+        ({"add_eos": 1}, r"add_eos=1"),
     ],
 )
 def test_bad_options_raise_one_labelmask_class(tokenizers, kwargs, match):
