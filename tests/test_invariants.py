@@ -358,6 +358,11 @@ CASES = {
         image_tokens=G4_PLACEHOLDERS,
     ),
     # --- gemma 4 and diffusion-gemma: end ---
+    # --- cohere: begin ---
+    # Aya Expanse (Command R format): an optional leading system message, then strict user/assistant
+    # alternation; no tools, no reasoning, no kwargs read.
+    "aya-expanse": Case(conversations(alternate=True), "<|END_OF_TURN_TOKEN|>"),
+    # --- cohere: end ---
 }
 NAMES = sorted(CASES)
 
