@@ -227,3 +227,18 @@ def json_arguments(conversation: tuple[list[dict], list[dict] | None]) -> tuple[
             m = {**m, "tool_calls": calls}
         out.append(m)
     return out, tools
+
+
+@st.composite
+def cohere2_conversations(draw) -> tuple[list[dict], None]:
+    """Alternating user/assistant conversations with system messages anywhere, as Cohere2's template
+    (Command R7B/A, Tiny Aya) takes them: the first system message becomes the Developer Preamble of
+    the fixed system turn, a later one that repeats its content is skipped, any other (and a first
+    one with empty content) is written as a system turn of its own."""
+    messages, tools = draw(conversations(alternate=True))
+    for _ in range(draw(st.integers(0, 2))):
+        first = next((m["content"] for m in messages if m["role"] == "system"), None)
+        choices = [texts(), st.just("")] + ([st.just(first)] if first is not None else [])
+        at = draw(st.integers(0, len(messages)))
+        messages.insert(at, {"role": "system", "content": draw(st.one_of(choices))})
+    return messages, tools

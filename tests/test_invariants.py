@@ -24,6 +24,7 @@ from labelmask.testing._checks import Sample, check_sample, labelmask_clock
 from tests.fixtures import load_tokenizer
 from tests.strategies import (
     GPT_OSS_KWARGS,
+    cohere2_conversations,
     conversations,
     gpt_oss_conversations,
     json_arguments,
@@ -358,6 +359,14 @@ CASES = {
         image_tokens=G4_PLACEHOLDERS,
     ),
     # --- gemma 4 and diffusion-gemma: end ---
+    # --- cohere: begin ---
+    # Aya Expanse (Command R format): an optional leading system message, then strict user/assistant
+    # alternation; no tools, no reasoning, no kwargs read. Tiny Aya (Command R7B/A format): alternation
+    # with system messages anywhere (repeats of the first one skipped), no kwargs read; a reply ends
+    # with <|END_RESPONSE|><|END_OF_TURN_TOKEN|> (both trained) and the model stops on <|END_OF_TURN_TOKEN|>.
+    "aya-expanse": Case(conversations(alternate=True), "<|END_OF_TURN_TOKEN|>"),
+    "tiny-aya": Case(cohere2_conversations(), "<|END_OF_TURN_TOKEN|>"),
+    # --- cohere: end ---
 }
 NAMES = sorted(CASES)
 
