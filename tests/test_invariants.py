@@ -358,6 +358,11 @@ CASES = {
         image_tokens=G4_PLACEHOLDERS,
     ),
     # --- gemma 4 and diffusion-gemma: end ---
+    # --- lfm2: begin ---
+    # LFM2 (Liquid AI): ChatML-like turns; a reply stops with <|im_end|> (its eos_token). The first
+    # revision writes no tool calls (tool results and the tool list only).
+    "lfm2": Case(conversations(tools=True, tool_role=True), "<|im_end|>"),
+    # --- lfm2: end ---
 }
 NAMES = sorted(CASES)
 
