@@ -362,6 +362,8 @@ CASES = {
     # LFM2 (Liquid AI): ChatML-like turns; a reply stops with <|im_end|> (its eos_token). The first
     # revision writes no tool calls (tool results and the tool list only).
     "lfm2": Case(conversations(tools=True, tool_role=True), "<|im_end|>"),
+    # The second revision writes tool calls, Pythonic, from mapping arguments only (strings raise).
+    "lfm2-v2": Case(conversations(tools=True, tool_role=True, string_arguments=False), "<|im_end|>"),
     # --- lfm2: end ---
 }
 NAMES = sorted(CASES)
