@@ -227,3 +227,15 @@ def json_arguments(conversation: tuple[list[dict], list[dict] | None]) -> tuple[
             m = {**m, "tool_calls": calls}
         out.append(m)
     return out, tools
+
+
+@st.composite
+def reasoning_fields(draw, conversation: st.SearchStrategy) -> tuple[list[dict], list[dict] | None]:
+    """A conversation of ``conversation`` whose drawn ``reasoning_content`` is moved, per message, to
+    one of REASONING_FIELDS (LFM2.5's templates read ``thinking``, later ones also ``reasoning``)."""
+    messages, tools = draw(conversation)
+    for message in messages:
+        if "reasoning_content" in message:
+            field = draw(st.sampled_from(REASONING_FIELDS))
+            message[field] = message.pop("reasoning_content")
+    return messages, tools
