@@ -385,7 +385,7 @@ CASES = {
             # user message loses what precedes </think> in its content (an <image> look-alike there too).
             # Images are drawn only in untrained roles, which soundness covers.
         )
-        for name in ("lfm2.5",)
+        for name in ("lfm2.5", "lfm2.5-v2")
     },
     # --- lfm2: end ---
 }
