@@ -387,6 +387,16 @@ CASES = {
         )
         for name in ("lfm2.5", "lfm2.5-v2")
     },
+    # LFM2.5-VL, text side: as LFM2.5's second revision, with image parts in every untrained role.
+    "lfm2.5-vl": Case(
+        reasoning_fields(
+            conversations(
+                tools=True, tool_role=True, reasoning=True, string_arguments=False, image_roles=("system", "user", "tool")
+            )
+        ),
+        "<|im_end|>",
+        st.fixed_dictionaries({}, optional={"preserve_thinking": st.booleans()}),
+    ),
     # --- lfm2: end ---
 }
 NAMES = sorted(CASES)
