@@ -365,8 +365,8 @@ CASES = {
     "lfm2": Case(conversations(tools=True, tool_role=True), "<|im_end|>"),
     # The second revision writes tool calls, Pythonic, from mapping arguments only (strings raise).
     "lfm2-v2": Case(conversations(tools=True, tool_role=True, string_arguments=False), "<|im_end|>"),
-    # LFM2.5: reasoning (<think>...</think>) from the message's reasoning field (the first revision reads
-    # `thinking` only), tool calls from mapping arguments, image parts (<image>) in user, system and tool
+    # LFM2.5: reasoning (<think>...</think>) from the message's reasoning field, under any of its names
+    # (transformers aliases them to `thinking`, which the first revision reads), tool calls from mapping arguments, image parts (<image>) in user, system and tool
     # content (an image in a reply would be written inside its content: not drawn).
     **{
         name: Case(
