@@ -239,3 +239,25 @@ def reasoning_fields(draw, conversation: st.SearchStrategy) -> tuple[list[dict],
             field = draw(st.sampled_from(REASONING_FIELDS))
             message[field] = message.pop("reasoning_content")
     return messages, tools
+
+
+def without_placeholder_in_replies(placeholder: str, stand_in: str):
+    """A map over conversations writing ``stand_in`` for ``placeholder`` in every text of an assistant
+    message (content, text parts, reasoning, tool-call arguments). The image-placeholder check counts
+    the placeholder in a reply's content only; a template that drops part of a reply (LFM2.5 cuts what
+    precedes </think> in earlier replies) or writes its arguments cannot be counted that way."""
+
+    def scrub(value):
+        if isinstance(value, str):
+            return value.replace(placeholder, stand_in)
+        if isinstance(value, list):
+            return [scrub(v) for v in value]
+        if isinstance(value, dict):
+            return {k: scrub(v) for k, v in value.items()}
+        return value
+
+    def apply(conversation: tuple[list[dict], list[dict] | None]) -> tuple[list[dict], list[dict] | None]:
+        messages, tools = conversation
+        return [scrub(m) if m["role"] == "assistant" else m for m in messages], tools
+
+    return apply

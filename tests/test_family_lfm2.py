@@ -177,3 +177,25 @@ def test_lfm25_trains_what_the_generation_blocks_mark_but_the_newline_after_im_e
     trained = np.asarray(out["labels"]) != IGNORE_INDEX
     assert generation.any() and (generation & after_im_end).any()
     np.testing.assert_array_equal(trained, generation & ~after_im_end)
+
+
+def test_lfm25_vl_image_in_a_reply_is_not_trained_but_its_text_is(tok):
+    """An image part of a reply is written <image> between its text parts: the text around it is
+    trained, the placeholder (which the model does not write) is not. In an earlier reply only what
+    follows </think>, trimmed, is written, and the cut runs through the parts."""
+    reply = [{"type": "text", "text": "Here: "}, {"type": "image"}, {"type": "text", "text": " done."}]
+    earlier = [
+        {"type": "text", "text": "<think>plan</think>  "},
+        {"type": "image"},
+        {"type": "text", "text": "Seen. "},
+    ]
+    messages = [
+        {"role": "user", "content": "Draw."},
+        {"role": "assistant", "content": earlier},
+        {"role": "user", "content": "Again."},
+        {"role": "assistant", "content": reply},
+    ]
+    out = mask(tok("lfm2.5-vl"), messages, "lfm2.5-vl")
+    assert "<|im_start|>assistant\n<image>Seen.<|im_end|>\n" in out.text
+    assert "<|im_start|>assistant\nHere: <image> done.<|im_end|>\n" in out.text
+    assert trained_runs(out) == ["Seen.<|im_end|>", "Here: ", " done.<|im_end|>"]

@@ -29,6 +29,7 @@ from tests.strategies import (
     json_arguments,
     mistral_conversations,
     reasoning_fields,
+    without_placeholder_in_replies,
 )
 
 
@@ -387,16 +388,28 @@ CASES = {
         )
         for name in ("lfm2.5", "lfm2.5-v2")
     },
-    # LFM2.5-VL, text side: as LFM2.5's second revision, with image parts in every untrained role.
-    "lfm2.5-vl": Case(
-        reasoning_fields(
-            conversations(
-                tools=True, tool_role=True, reasoning=True, string_arguments=False, image_roles=("system", "user", "tool")
-            )
-        ),
-        "<|im_end|>",
-        st.fixed_dictionaries({}, optional={"preserve_thinking": st.booleans()}),
-    ),
+    # LFM2.5-VL, text side: as LFM2.5's second revision, with image parts (<image>) in every role. A
+    # reply's own "<image>" look-alikes are drawn in the secondary case only, without the image check
+    # (which counts them in content, while the template drops what precedes </think> in earlier replies).
+    **{
+        name: Case(
+            reasoning_fields(
+                conversations(
+                    tools=True,
+                    tool_role=True,
+                    reasoning=True,
+                    string_arguments=False,
+                    image_roles=("system", "user", "assistant", "tool"),
+                )
+            ).map(without_placeholder_in_replies("<image>", "<img>") if checked else (lambda c: c)),
+            "<|im_end|>",
+            st.fixed_dictionaries({}, optional={"preserve_thinking": st.booleans()}),
+            image_tokens=("<image>",) if checked else (),
+            template="lfm2.5-vl",
+            secondary=not checked,
+        )
+        for name, checked in (("lfm2.5-vl", True), ("lfm2.5-vl-lookalikes", False))
+    },
     # --- lfm2: end ---
 }
 NAMES = sorted(CASES)
