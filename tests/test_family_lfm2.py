@@ -199,3 +199,14 @@ def test_lfm25_vl_image_in_a_reply_is_not_trained_but_its_text_is(tok):
     assert "<|im_start|>assistant\n<image>Seen.<|im_end|>\n" in out.text
     assert "<|im_start|>assistant\nHere: <image> done.<|im_end|>\n" in out.text
     assert trained_runs(out) == ["Seen.<|im_end|>", "Here: ", " done.<|im_end|>"]
+
+
+@pytest.mark.parametrize("name", ["lfm2.5", "lfm2.5-v2"])
+def test_lfm25_text_templates_do_not_train_an_image_in_a_reply(tok, name):
+    messages = [
+        {"role": "user", "content": "Draw."},
+        {"role": "assistant", "content": [{"type": "text", "text": "Here: "}, {"type": "image"}]},
+    ]
+    out = mask(tok(name), messages, name)
+    assert out.text.endswith("<|im_start|>assistant\nHere: <image><|im_end|>\n")
+    assert trained_runs(out) == ["Here: ", "<|im_end|>"]

@@ -367,8 +367,8 @@ CASES = {
     # The second revision writes tool calls, Pythonic, from mapping arguments only (strings raise).
     "lfm2-v2": Case(conversations(tools=True, tool_role=True, string_arguments=False), "<|im_end|>"),
     # LFM2.5: reasoning (<think>...</think>) from the message's reasoning field, under any of its names
-    # (transformers aliases them to `thinking`, which the first revision reads), tool calls from mapping arguments, image parts (<image>) in user, system and tool
-    # content (an image in a reply would be written inside its content: not drawn).
+    # (transformers aliases them to `thinking`, which the first revision reads), tool calls from mapping
+    # arguments, image parts (<image>) in every role (the text model's template writes them too).
     **{
         name: Case(
             reasoning_fields(
@@ -377,14 +377,15 @@ CASES = {
                     tool_role=True,
                     reasoning=True,
                     string_arguments=False,
-                    image_roles=("system", "user", "tool"),
+                    image_roles=("system", "user", "assistant", "tool"),
                 )
-            ),
+            ).map(without_placeholder_in_replies("<image>", "<img>")),
             "<|im_end|>",
             st.fixed_dictionaries({}, optional={"preserve_thinking": st.booleans()}),
-            # No image_tokens: that check counts <image> in a reply's text, but a reply before the last
-            # user message loses what precedes </think> in its content (an <image> look-alike there too).
-            # Images are drawn only in untrained roles, which soundness covers.
+            # The image check counts <image> in a reply's content, but a reply before the last user
+            # message loses what precedes </think>: reply look-alikes of <image> are scrubbed here
+            # (lfm2.5-vl-lookalikes draws them, with the same cut).
+            image_tokens=("<image>",),
         )
         for name in ("lfm2.5", "lfm2.5-v2")
     },
