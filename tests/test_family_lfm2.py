@@ -210,3 +210,13 @@ def test_lfm25_text_templates_do_not_train_an_image_in_a_reply(tok, name):
     out = mask(tok(name), messages, name)
     assert out.text.endswith("<|im_start|>assistant\nHere: <image><|im_end|>\n")
     assert trained_runs(out) == ["Here: ", "<|im_end|>"]
+
+
+def test_empty_thinking_is_written_by_the_first_lfm25_revision_only(tok):
+    """What keeps lfm2.5 and lfm2.5-v2 two annotations: the first writes <think></think> for a reply
+    whose thinking is the empty string (the message's own, empty reasoning: trained), the second
+    writes nothing for it."""
+    messages = [{"role": "user", "content": "What is 2+2?"}, {"role": "assistant", "thinking": "", "content": "4."}]
+    assert trained_runs(mask(tok("lfm2.5"), messages, "lfm2.5")) == ["<think></think>4.<|im_end|>"]
+    for name in ("lfm2.5-v2", "lfm2.5-vl"):
+        assert trained_runs(mask(tok(name), messages, name)) == ["4.<|im_end|>"]
