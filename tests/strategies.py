@@ -242,3 +242,37 @@ def cohere2_conversations(draw) -> tuple[list[dict], None]:
         at = draw(st.integers(0, len(messages)))
         messages.insert(at, {"role": "system", "content": draw(st.one_of(choices))})
     return messages, tools
+
+
+@st.composite
+def reasoning_fields(draw, conversation: st.SearchStrategy) -> tuple[list[dict], list[dict] | None]:
+    """A conversation of ``conversation`` whose drawn ``reasoning_content`` is moved, per message, to
+    one of REASONING_FIELDS (LFM2.5's templates read ``thinking``, later ones also ``reasoning``)."""
+    messages, tools = draw(conversation)
+    for message in messages:
+        if "reasoning_content" in message:
+            field = draw(st.sampled_from(REASONING_FIELDS))
+            message[field] = message.pop("reasoning_content")
+    return messages, tools
+
+
+def without_placeholder_in_replies(placeholder: str, stand_in: str):
+    """A map over conversations writing ``stand_in`` for ``placeholder`` in every text of an assistant
+    message (content, text parts, reasoning, tool-call arguments). The image-placeholder check counts
+    the placeholder in a reply's content only; a template that drops part of a reply (LFM2.5 cuts what
+    precedes </think> in earlier replies) or writes its arguments cannot be counted that way."""
+
+    def scrub(value):
+        if isinstance(value, str):
+            return value.replace(placeholder, stand_in)
+        if isinstance(value, list):
+            return [scrub(v) for v in value]
+        if isinstance(value, dict):
+            return {k: scrub(v) for k, v in value.items()}
+        return value
+
+    def apply(conversation: tuple[list[dict], list[dict] | None]) -> tuple[list[dict], list[dict] | None]:
+        messages, tools = conversation
+        return [scrub(m) if m["role"] == "assistant" else m for m in messages], tools
+
+    return apply

@@ -29,6 +29,8 @@ from tests.strategies import (
     gpt_oss_conversations,
     json_arguments,
     mistral_conversations,
+    reasoning_fields,
+    without_placeholder_in_replies,
 )
 
 
@@ -367,6 +369,58 @@ CASES = {
     "aya-expanse": Case(conversations(alternate=True), "<|END_OF_TURN_TOKEN|>"),
     "tiny-aya": Case(cohere2_conversations(), "<|END_OF_TURN_TOKEN|>"),
     # --- cohere: end ---
+    # --- lfm2: begin ---
+    # LFM2 (Liquid AI): ChatML-like turns; a reply stops with <|im_end|> (its eos_token). The first
+    # revision writes no tool calls (tool results and the tool list only).
+    "lfm2": Case(conversations(tools=True, tool_role=True), "<|im_end|>"),
+    # The second revision writes tool calls, Pythonic, from mapping arguments only (strings raise).
+    "lfm2-v2": Case(conversations(tools=True, tool_role=True, string_arguments=False), "<|im_end|>"),
+    # LFM2.5: reasoning (<think>...</think>) from the message's reasoning field, under any of its names
+    # (transformers aliases them to `thinking`, which the first revision reads), tool calls from mapping
+    # arguments, image parts (<image>) in every role (the text model's template writes them too).
+    **{
+        name: Case(
+            reasoning_fields(
+                conversations(
+                    tools=True,
+                    tool_role=True,
+                    reasoning=True,
+                    string_arguments=False,
+                    image_roles=("system", "user", "assistant", "tool"),
+                )
+            ).map(without_placeholder_in_replies("<image>", "<img>")),
+            "<|im_end|>",
+            st.fixed_dictionaries({}, optional={"preserve_thinking": st.booleans()}),
+            # The image check counts <image> in a reply's content, but a reply before the last user
+            # message loses what precedes </think>: reply look-alikes of <image> are scrubbed here
+            # (lfm2.5-vl-lookalikes draws them, with the same cut).
+            image_tokens=("<image>",),
+        )
+        for name in ("lfm2.5", "lfm2.5-v2")
+    },
+    # LFM2.5-VL, text side: as LFM2.5's second revision, with image parts (<image>) in every role. A
+    # reply's own "<image>" look-alikes are drawn in the secondary case only, without the image check
+    # (which counts them in content, while the template drops what precedes </think> in earlier replies).
+    **{
+        name: Case(
+            reasoning_fields(
+                conversations(
+                    tools=True,
+                    tool_role=True,
+                    reasoning=True,
+                    string_arguments=False,
+                    image_roles=("system", "user", "assistant", "tool"),
+                )
+            ).map(without_placeholder_in_replies("<image>", "<img>") if checked else (lambda c: c)),
+            "<|im_end|>",
+            st.fixed_dictionaries({}, optional={"preserve_thinking": st.booleans()}),
+            image_tokens=("<image>",) if checked else (),
+            template="lfm2.5-vl",
+            secondary=not checked,
+        )
+        for name, checked in (("lfm2.5-vl", True), ("lfm2.5-vl-lookalikes", False))
+    },
+    # --- lfm2: end ---
 }
 NAMES = sorted(CASES)
 
