@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+from pathlib import Path
 
 import labelmask
 from labelmask._registry import REGISTRY, Registry
@@ -42,3 +43,18 @@ def test_a_registration_wins_over_a_shipped_annotation_for_the_same_stock_templa
     messages = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]
     out = labelmask.mask_conversation(messages, tokenizer)
     assert out.report.template == "my-qwen3"
+
+
+def test_every_stock_template_in_trls_wheel_has_an_annotation():
+    """TRL's wheel collects the stock templates of the families people fine-tune (trl/chat_templates/,
+    the files without _training): each one's hash is matched by a shipped annotation, so none goes
+    through the fallback."""
+    import trl
+
+    folder = Path(trl.__file__).parent / "chat_templates"
+    stock = sorted(p for p in folder.glob("*.jinja") if not p.stem.endswith("_training"))
+    assert len(stock) >= 40
+    shipped = {digest for template in labelmask.templates().values() for digest in template.matches}
+    missing = [p.name for p in stock if labelmask.template_hash(p.read_text(encoding="utf-8")) not in shipped]
+    assert missing == [], f"stock templates with no annotation: {missing}"
+    assert len(labelmask.templates()) >= 40
