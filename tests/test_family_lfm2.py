@@ -14,8 +14,7 @@ import pytest
 
 import labelmask
 from labelmask import IGNORE_INDEX
-from tests.fixtures import load_tokenizer
-from tests.trained import trained_runs
+from tests.trained import mask_annotated, trained_runs
 
 WEATHER_TOOL = {
     "type": "function",
@@ -46,23 +45,13 @@ TWO_QUESTIONS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def tok():
-    cache: dict = {}
-
-    def get(name):
-        if name not in cache:
-            cache[name] = load_tokenizer(name)
-        return cache[name]
-
-    return get
+@pytest.fixture
+def tok(tokenizers):
+    """Name -> tokenizer, loaded once per test session."""
+    return tokenizers.__getitem__
 
 
-def mask(tokenizer, messages, template, **kwargs):
-    out = labelmask.mask_conversation(messages, tokenizer, return_tensors="np", verify=True, **kwargs)
-    assert out.report.method == "annotated"
-    assert out.report.template == template
-    return out
+mask = mask_annotated
 
 
 def test_lfm2_trains_each_reply_and_im_end_not_the_tool_result(tok):

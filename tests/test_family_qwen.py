@@ -10,28 +10,16 @@ from __future__ import annotations
 import pytest
 
 import labelmask
-from tests.fixtures import load_tokenizer
-from tests.trained import trained_runs
+from tests.trained import mask_annotated, trained_runs
 
 
-@pytest.fixture(scope="module")
-def tok():
-    """Name -> tokenizer, loaded on first use (the Qwen3.5 vocabulary takes seconds)."""
-    cache: dict = {}
-
-    def get(name):
-        if name not in cache:
-            cache[name] = load_tokenizer(name)
-        return cache[name]
-
-    return get
+@pytest.fixture
+def tok(tokenizers):
+    """Name -> tokenizer, loaded once per test session."""
+    return tokenizers.__getitem__
 
 
-def mask(tokenizer, messages, template, **kwargs):
-    out = labelmask.mask_conversation(messages, tokenizer, return_tensors="np", verify=True, **kwargs)
-    assert out.report.method == "annotated"
-    assert out.report.template == template
-    return out
+mask = mask_annotated
 
 
 TWO_QUESTIONS = [

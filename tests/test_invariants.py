@@ -332,34 +332,23 @@ CASES = {
         secondary=True,  # v3 plus media after tool results
     ),
     # The fifth revision refuses string arguments, reads preserve_thinking and image_url parts.
-    "gemma4-v5": Case(
-        conversations(
-            tools=True,
-            tool_role=True,
-            reasoning=True,
-            string_arguments=False,
-            image_roles=(*G4_MEDIA, "tool"),
-            image_parts=G4_V5_PARTS,
-        ),
-        "<turn|>",
-        GEMMA4_V5_KWARGS,
-        other_eots=("<|tool_response>",),
-        image_tokens=G4_PLACEHOLDERS,
-    ),
-    "diffusion-gemma": Case(
-        conversations(
-            tools=True,
-            tool_role=True,
-            reasoning=True,
-            string_arguments=False,
-            image_roles=(*G4_MEDIA, "tool"),
-            image_parts=G4_V5_PARTS,
-        ),
-        "<turn|>",
-        GEMMA4_V5_KWARGS,
-        other_eots=("<|tool_response>",),
-        image_tokens=G4_PLACEHOLDERS,
-    ),
+    **{
+        name: Case(
+            conversations(
+                tools=True,
+                tool_role=True,
+                reasoning=True,
+                string_arguments=False,
+                image_roles=(*G4_MEDIA, "tool"),
+                image_parts=G4_V5_PARTS,
+            ),
+            "<turn|>",
+            GEMMA4_V5_KWARGS,
+            other_eots=("<|tool_response>",),
+            image_tokens=G4_PLACEHOLDERS,
+        )
+        for name in ("gemma4-v5", "diffusion-gemma")
+    },
     # --- gemma 4 and diffusion-gemma: end ---
     # --- cohere: begin ---
     # Aya Expanse (Command R format): an optional leading system message, then strict user/assistant

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+import labelmask
 from labelmask import IGNORE_INDEX
 
 
@@ -17,3 +18,11 @@ def trained_runs(out) -> list[str]:
         else:
             runs.append([start, end])
     return [out.text[a:b] for a, b in runs]
+
+
+def mask_annotated(tokenizer, messages, template: str, **kwargs):
+    """``mask_conversation`` with ``verify=True``, asserting that annotation ``template`` masked it."""
+    out = labelmask.mask_conversation(messages, tokenizer, return_tensors="np", verify=True, **kwargs)
+    assert out.report.method == "annotated"
+    assert out.report.template == template
+    return out
