@@ -21,19 +21,10 @@ import pytest
 import labelmask
 from labelmask import IGNORE_INDEX, Policy
 from labelmask.testing._checks import labelmask_clock
+from labelmask.testing.strategies import TOOLS
 from tests.trained import trained_runs
 
 WEATHER_CALL = {"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}
-TOOLS = [
-    {
-        "type": "function",
-        "function": {
-            "name": "get_weather",
-            "description": "Weather for a city",
-            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-        },
-    }
-]
 
 # Analysis, a tool call, its result, then analysis and a final answer.
 TOOL_EXCHANGE = [

@@ -14,16 +14,8 @@ import pytest
 
 import labelmask
 from labelmask import IGNORE_INDEX
+from labelmask.testing.strategies import TOOLS
 from tests.trained import mask_annotated, trained_runs
-
-WEATHER_TOOL = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Weather for a city",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-    },
-}
 
 TOOL_EXCHANGE = [
     {"role": "system", "content": "Be brief."},
@@ -57,7 +49,7 @@ mask = mask_annotated
 def test_lfm2_trains_each_reply_and_im_end_not_the_tool_result(tok):
     """The first revision writes no tool calls: the reply that made one trains only <|im_end|>;
     the tool result (inside <|tool_response_start|>...<|tool_response_end|>) is not trained."""
-    out = mask(tok("lfm2"), TOOL_EXCHANGE, "lfm2", tools=[WEATHER_TOOL])
+    out = mask(tok("lfm2"), TOOL_EXCHANGE, "lfm2", tools=[TOOLS[0]])
     assert out.text.startswith("<|startoftext|><|im_start|>system\nBe brief.\nList of tools: <|tool_list_start|>[")
     assert "<|im_start|>tool\n<|tool_response_start|>18 C, sunny<|tool_response_end|><|im_end|>\n" in out.text
     assert trained_runs(out) == ["<|im_end|>", "It is 18 C and sunny.<|im_end|>"]
@@ -65,7 +57,7 @@ def test_lfm2_trains_each_reply_and_im_end_not_the_tool_result(tok):
 
 @pytest.mark.parametrize("name", ["lfm2-v2", "lfm2.5", "lfm2.5-v2", "lfm2.5-vl"])
 def test_a_tool_call_reply_trains_the_pythonic_call_and_im_end(tok, name):
-    out = mask(tok(name), TOOL_EXCHANGE, name, tools=[WEATHER_TOOL])
+    out = mask(tok(name), TOOL_EXCHANGE, name, tools=[TOOLS[0]])
     assert trained_runs(out) == [
         "<|tool_call_start|>[get_weather(city='Paris')]<|tool_call_end|><|im_end|>",
         "It is 18 C and sunny.<|im_end|>",
@@ -131,7 +123,7 @@ def test_lfm25_vl_image_in_the_user_message_is_not_trained(tok):
 
 
 GENERATION_CASES = [
-    (TOOL_EXCHANGE, {"tools": [WEATHER_TOOL]}),
+    (TOOL_EXCHANGE, {"tools": [TOOLS[0]]}),
     (TWO_QUESTIONS, {}),
     (TWO_QUESTIONS, {"preserve_thinking": True}),
     (

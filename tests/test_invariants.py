@@ -109,6 +109,10 @@ QWEN_VL_PARTS = (
 )
 
 
+# What Nemotron 3's and Muse Glimmer's templates take: tool-call arguments as mappings (they iterate them).
+NEMOTRON_CONVERSATIONS = conversations(tools=True, tool_role=True, reasoning=True, string_arguments=False)
+
+
 # Nemotron 3: enable_thinking picks the generation prompt (<think>\n or <think></think>),
 # truncate_history_thinking (default true) rewrites replies before the last user message;
 # Super's low_effort and Ultra's medium_effort append a note to the last user message.
@@ -265,31 +269,31 @@ CASES = {
     # carries none), Qwen3-Coder XML tool calls from dict arguments (the template iterates them).
     # A reply stops with <|im_end|>.
     "nemotron-3-nano": Case(
-        conversations(tools=True, tool_role=True, reasoning=True, string_arguments=False),
+        NEMOTRON_CONVERSATIONS,
         "<|im_end|>",
         NEMOTRON_KWARGS,
     ),
     "nemotron-3-super": Case(
-        conversations(tools=True, tool_role=True, reasoning=True, string_arguments=False),
+        NEMOTRON_CONVERSATIONS,
         "<|im_end|>",
         nemotron_kwargs("low_effort"),
         secondary=True,
     ),
     "nemotron-3-ultra": Case(
-        conversations(tools=True, tool_role=True, reasoning=True, string_arguments=False),
+        NEMOTRON_CONVERSATIONS,
         "<|im_end|>",
         nemotron_kwargs("medium_effort"),
         secondary=True,
     ),
     "nemotron-3.5-lightning": Case(
-        conversations(tools=True, tool_role=True, reasoning=True, string_arguments=False),
+        NEMOTRON_CONVERSATIONS,
         "<|im_end|>",
         NEMOTRON_KWARGS,
     ),
     # Muse Glimmer: channelled replies (reasoning to=self, ATEM tool calls from dict arguments,
     # which the template requires). <|eot|> stops a reply; <|eom|> ends one the next message continues.
     "muse-glimmer": Case(
-        conversations(tools=True, tool_role=True, reasoning=True, string_arguments=False),
+        NEMOTRON_CONVERSATIONS,
         "<|eot|>",
         MUSE_GLIMMER_KWARGS,
         other_eots=("<|eom|>",),
