@@ -25,7 +25,7 @@ from labelmask._parts import Part
 from labelmask._rendered import TURN_KIND, Rendered
 from labelmask.errors import AnnotationError
 
-__all__ = ["Edit", "apply_edits", "eos_edits"]
+__all__ = ["Edit", "apply_edits", "eos_edits", "shift_spans"]
 
 _EOT_PART = int(Part.EOT)
 _HEADER_PART = int(Part.HEADER)
@@ -159,3 +159,17 @@ def eos_edits(
         if at is not None:
             edits.append(Edit(at, at, eos, _EOT_PART, m))
     return sorted(edits)
+
+
+def shift_spans(spans: tuple[tuple[int, int], ...], edits: list[Edit]) -> tuple[tuple[int, int], ...]:
+    """``spans`` (sorted, each inside one segment, none across an edit) moved as :func:`apply_edits` moves
+    the text: a span starting where text is inserted moves after it."""
+    shifts = list(accumulate(len(e.text) - (e.end - e.start) for e in edits))
+    out = []
+    j = 0
+    for a, b in spans:
+        while j < len(edits) and edits[j].start <= a:
+            j += 1
+        d = shifts[j - 1] if j else 0
+        out.append((a + d, b + d))
+    return tuple(out)

@@ -6,7 +6,8 @@ the template's structure, never from searching the text, so such tokens are neve
 trained whatever happens here; what ``control_tokens=`` decides is their ids:
 
 * ``"keep"``: as the stock template and tokenizer give them (``apply_chat_template``
-  parses special-token strings in any text as control tokens);
+  parses special-token strings in any text as control tokens); those an assistant
+  message wrote are left untrained (:func:`written_tokens`);
 * ``"escape"``: each occurrence written by a message is tokenized as plain text (the
   tokenizer's ids for that string with special-token matching off, on its own),
   every other token exactly as the stock tokenization gives it;
@@ -14,7 +15,8 @@ trained whatever happens here; what ``control_tokens=`` decides is their ids:
 
 A control token is a special token of the tokenizer (an added token flagged
 ``special``, or one of ``all_special_tokens``), found in the conversation's strings
-by one regular expression built as a trie of those strings.
+(messages, tool schemas, template arguments) by one regular expression built as a
+trie of those strings.
 
 The fail-closed check. After the policy has decided, :func:`check_labels` verifies
 the result from the tokenizer's own view of each trained run of tokens (its offsets
@@ -29,6 +31,7 @@ run (about one run per trained message), and a few numpy operations over segment
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from collections.abc import Mapping
 from typing import Any, NamedTuple
@@ -39,8 +42,9 @@ from labelmask._align import Aligned
 from labelmask._encode import Encoded, SpecialTokens, special_tokens
 from labelmask._parts import Part
 from labelmask._policy import TRAINED, Policy, decide_token, segment_classes
+from labelmask._render import compile_template, render_stock
 from labelmask._rendered import Rendered
-from labelmask.errors import ControlTokenError, MaskCheckError
+from labelmask.errors import ControlTokenError, MaskCheckError, TemplateRaisedError
 
 __all__ = [
     "CHECK_MODES",
@@ -48,8 +52,10 @@ __all__ = [
     "check_labels",
     "control_tokens_in",
     "escape_control_tokens",
+    "data_written_spans",
     "escape_if_injected",
     "find_control_tokens",
+    "written_tokens",
 ]
 
 CONTROL_TOKEN_MODES = ("keep", "escape", "raise")
@@ -74,10 +80,10 @@ def _strings(value: Any, out: list[str]) -> list[str]:
 
 
 def find_control_tokens(
-    messages: list[dict], tools: list | None, specials: SpecialTokens
+    messages: list[dict], tools: list | None, specials: SpecialTokens, kwargs: Mapping[str, Any] | None = None
 ) -> list[tuple[int | None, str]]:
-    """Every control-token string in the conversation's text, as ``(message index, token)``
-    (``None`` for the tools), in order."""
+    """Every control-token string in the conversation's data, as ``(message index, token)``
+    (``None`` for the tools and the template arguments ``kwargs``), in order."""
     pattern = specials.pattern
     if pattern is None:
         return []
@@ -92,16 +98,18 @@ def find_control_tokens(
             for s in _strings(value, []):
                 if search(s):
                     found.extend((i, token) for token in pattern.findall(s))
-    if tools:
-        for s in _strings(tools, []):
+    for data in (tools, kwargs):
+        for s in _strings(data, []) if data else ():
             if search(s):
                 found.extend((None, token) for token in pattern.findall(s))
     return found
 
 
-def raise_control_token(found: list[tuple[int | None, str]], messages: list, name: str) -> None:
+def raise_control_token(found: list[tuple[int | None, str]], messages: list, name: str, in_tools: bool = True) -> None:
     index, token = found[0]
-    where = "The tools contain" if index is None else f"Message {index} ({messages[index].get('role')}) contains"
+    where = "The tools contain" if in_tools else "A template argument contains"
+    if index is not None:
+        where = f"Message {index} ({messages[index].get('role')}) contains"
     msg = (
         f"{where} the control token {token!r} of the tokenizer, as text "
         f"({len(found)} occurrence(s) in the conversation; template {name!r}). Written into a prompt, it is parsed "
@@ -111,18 +119,137 @@ def raise_control_token(found: list[tuple[int | None, str]], messages: list, nam
     raise ControlTokenError(msg, message_index=index, template=name, token=token)
 
 
-def control_tokens_in(processor: Any, conversation: Any, mode: str, name: str) -> list[tuple[int | None, str]]:
-    """The control tokens in ``conversation``'s text; raises for ``mode="raise"`` if there are any."""
-    found = find_control_tokens(conversation.messages, conversation.tools, special_tokens(processor))
+def control_tokens_in(
+    processor: Any, conversation: Any, mode: str, name: str, kwargs: Mapping[str, Any] | None = None
+) -> list[tuple[int | None, str]]:
+    """The control tokens in ``conversation``'s data and the template arguments ``kwargs``; raises for
+    ``mode="raise"`` if there are any."""
+    found = find_control_tokens(conversation.messages, conversation.tools, special_tokens(processor), kwargs)
     if found and mode == "raise":
-        raise_control_token(found, conversation.messages, name)
+        in_tools = bool(conversation.tools) and bool(
+            find_control_tokens([], conversation.tools, special_tokens(processor))
+        )
+        raise_control_token(found, conversation.messages, name, in_tools)
     return found
 
 
+# Message fields whose text the annotation (or the derived spans) places exactly: content and reasoning.
+_TEXT_FIELDS = frozenset({"role", "content", "reasoning_content", "thinking", "reasoning"})
+_MARKER = "LMct{}z{}z"
+
+
+def data_written_spans(
+    stock_source: str,
+    variables: dict[str, Any],
+    data_keys: frozenset[str] | set[str],
+    specials: SpecialTokens,
+    text: str,
+    name: str,
+) -> tuple[tuple[int, int], ...]:
+    """Character spans of ``text`` (the render of ``variables``) where the data wrote a control-token
+    string outside a message's content and reasoning: in tool calls and other message fields, and in
+    the variables ``data_keys`` (the tool schemas, template arguments; not the tokenizer's
+    ``bos_token`` and the like, which the template writes).
+
+    Those strings have no span of their own (a tool call's span holds the template's syntax too, which
+    may write the same token), so the stock template is rendered once more with each such occurrence
+    replaced by a marker; the markers show where the data's occurrences are. Only conversations that
+    have some pay this render.
+
+    Raises:
+        ControlTokenError: the template does something with those strings other than writing them
+            (it tests or transforms them), so which occurrences are the data's cannot be told.
+    """
+    pattern = specials.pattern
+    tokens = sorted(specials.strings)
+    index = {token: i for i, token in enumerate(tokens)}
+    nonce = 0
+    while f"LMct{nonce}z" in text:
+        nonce += 1
+    n_marked = 0
+
+    def mark(value: Any) -> Any:
+        nonlocal n_marked
+        if type(value) is str:
+            if pattern.search(value) is None:
+                return value
+            n_marked += 1
+            return pattern.sub(lambda m: _MARKER.format(nonce, index[m.group()]), value)
+        if isinstance(value, Mapping):
+            return {mark(k): mark(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return type(value)(mark(v) for v in value) if type(value) in (list, tuple) else [mark(v) for v in value]
+        return value
+
+    messages = [{k: v if k in _TEXT_FIELDS else mark(v) for k, v in m.items()} for m in variables["messages"]]
+    marked = {k: mark(v) if k in data_keys else v for k, v in variables.items()}
+    if not n_marked:
+        return ()
+    marked["messages"] = marked["_labelmask_messages"] = messages
+
+    def refuse(why: str) -> ControlTokenError:
+        msg = (
+            f"Template {name!r} {why}, so labelmask cannot tell which control tokens in the render the data "
+            "wrote (in tool calls, tool schemas or template arguments) and which the template wrote. Remove "
+            "the control-token strings from those fields, or pass control_tokens='raise' to find them."
+        )
+        return ControlTokenError(msg, template=name, token="")
+
+    try:
+        out = render_stock(compile_template(stock_source, mode="stock", name=name), marked, name)
+    except TemplateRaisedError:
+        raise refuse("raises when those strings are replaced") from None
+    pieces: list[str] = []
+    spans: list[tuple[int, int]] = []
+    pos = length = 0
+    for m in re.finditer(f"LMct{nonce}z([0-9]+)z", out):
+        token = tokens[int(m.group(1))]
+        pieces.append(out[pos : m.start()])
+        length += m.start() - pos
+        spans.append((length, length + len(token)))
+        pieces.append(token)
+        length += len(token)
+        pos = m.end()
+    pieces.append(out[pos:])
+    if "".join(pieces) != text:
+        raise refuse("treats the control-token strings of the data other than by writing them")
+    return tuple(spans)
+
+
+def written_tokens(
+    rendered: Rendered, encoded: Encoded, specials: SpecialTokens, marked: tuple[tuple[int, int], ...]
+) -> np.ndarray:
+    """Positions of the control tokens in ``encoded`` that the data wrote (not the template): inside a
+    message's content or reasoning span, or at a place :func:`data_written_spans` found (``marked``)."""
+    positions = np.flatnonzero(np.isin(encoded.ids, specials.ids))
+    written = []
+    seg_start = rendered.seg_start
+    marked_start = np.array([a for a, _ in marked], dtype=np.int64)
+    marked_end = np.array([b for _, b in marked], dtype=np.int64)
+    for t in positions.tolist():
+        a, b = encoded.encoding.token_to_chars(t)
+        j = int(np.searchsorted(marked_start, b, side="left")) - 1
+        if j >= 0 and marked_end[j] > a:
+            written.append(t)
+            continue
+        k = int(np.searchsorted(seg_start, a, side="right")) - 1
+        if b > seg_start[k + 1] or rendered.seg_message[k] < 0:
+            continue
+        if int(rendered.seg_part[k]) in _TEXT_PARTS:
+            written.append(t)
+    return np.array(written, dtype=np.int64)
+
+
 def escape_if_injected(
-    processor: Any, backend: Any, rendered: Rendered, encoded: Encoded, annotated: Any, name: str
+    processor: Any,
+    backend: Any,
+    rendered: Rendered,
+    encoded: Encoded,
+    annotated: Any,
+    name: str,
+    marked: tuple[tuple[int, int], ...] = (),
 ) -> Encoded:
-    """``encoded`` with the control tokens that messages wrote tokenized as plain text."""
+    """``encoded`` with the control tokens that the data wrote tokenized as plain text."""
     if annotated is None:
         msg = (
             f"control_tokens='escape' needs an annotated template to tell the control tokens a message wrote from "
@@ -130,7 +257,9 @@ def escape_if_injected(
             "'raise', or register an annotation."
         )
         raise ControlTokenError(msg, template=name, token="")
-    spans = injected_spans(rendered, encoded, special_tokens(processor), annotated.source)
+    written = written_tokens(rendered, encoded, special_tokens(processor), marked)
+    to_chars = encoded.encoding.token_to_chars
+    spans = [to_chars(t) for t in written.tolist()]
     return escape_control_tokens(backend, rendered.text, spans) if spans else encoded
 
 
@@ -173,29 +302,6 @@ class _JoinedEncoding:
     def token_to_chars(self, token: int) -> tuple[int, int]:
         a, b = self._offsets[token].tolist()
         return a, b
-
-
-def injected_spans(
-    rendered: Rendered, encoded: Encoded, specials: SpecialTokens, template_source: str
-) -> list[tuple[int, int]]:
-    """Character spans of the special tokens that a message's text wrote (not the template).
-
-    A special token inside a content or reasoning span came from the message; inside a
-    tool-call span, unless the annotated template writes that string itself (Mistral's
-    ``[TOOL_CALLS]``).
-    """
-    positions = np.flatnonzero(np.isin(encoded.ids, specials.ids))
-    spans = []
-    seg_start = rendered.seg_start
-    for t in positions.tolist():
-        a, b = encoded.encoding.token_to_chars(t)
-        k = int(np.searchsorted(seg_start, a, side="right")) - 1
-        if b > seg_start[k + 1] or rendered.seg_message[k] < 0:
-            continue
-        part = int(rendered.seg_part[k])
-        if part in _TEXT_PARTS or (part == _TOOL_CALLS and rendered.text[a:b] not in template_source):
-            spans.append((a, b))
-    return spans
 
 
 def escape_control_tokens(backend: Any, text: str, spans: list[tuple[int, int]]) -> Encoded:
@@ -268,6 +374,7 @@ def check_labels(
     backend: Any,
     name: str,
     full: bool = True,
+    written: np.ndarray | None = None,
 ) -> None:
     """Fail closed: raise :class:`MaskCheckError` unless the trained tokens are exactly the trained text.
 
@@ -277,6 +384,8 @@ def check_labels(
         message_ok: ``bool[n_messages + 1]``, which messages the policy trains.
         full: Also decode every run and check that every trained character is covered
             (``check="full"``); otherwise only where each run lies (``check="fast"``).
+        written: Positions of control tokens the data wrote (:func:`written_tokens`), untrained
+            under ``control_tokens="keep"`` though they lie inside a trained reply.
     """
     seg_start = rendered.seg_start
     seg_message = rendered.seg_message
@@ -349,7 +458,8 @@ def check_labels(
     s_start, s_end = seg_start[segs], seg_start[segs + 1]
     r = np.searchsorted(run_start, s_start, side="right") - 1
     covered = (r >= 0) & (run_end[np.maximum(r, 0)] >= s_end) if len(run_start) else np.zeros(len(segs), bool)
-    runs = _Runs(run_start, run_end, trained)
+    excused = frozenset(written.tolist()) if written is not None else frozenset()
+    runs = _Runs(run_start, run_end, trained, excused)
     for j in np.flatnonzero(~covered).tolist():
         _check_uncovered(int(segs[j]), int(s_start[j]), int(s_end[j]), runs, rendered, encoded, classes, policy, name)
 
@@ -360,6 +470,7 @@ class _Runs(NamedTuple):
     start: np.ndarray
     end: np.ndarray
     trained: np.ndarray
+    excused: frozenset = frozenset()  # untrained tokens the data wrote (control tokens under "keep")
 
 
 def _check_uncovered(
@@ -377,7 +488,7 @@ def _check_uncovered(
     trained token (a character no token claims belongs to the token before it), or in an
     untrained token that the straddle rule leaves untrained (it also covers text the policy does not train)."""
     encoding = encoded.encoding
-    run_start, run_end, trained = runs
+    run_start, run_end, trained, excused = runs
     seg_start, seg_message, text = rendered.seg_start, rendered.messages, rendered.text
     pos = start
     while pos < end:
@@ -393,6 +504,9 @@ def _check_uncovered(
         if t is None:
             fail(name, int(seg_message[k]), f"character {pos} ({text[pos]!r}) is covered by no token")
         a, b = encoding.token_to_chars(t)
+        if t in excused:
+            pos = max(pos + 1, b)
+            continue
         if trained[t]:
             # The token before an unclaimed character is trained: that character is its.
             nxt = encoding.char_to_token(pos + 1) if pos + 1 < end else None

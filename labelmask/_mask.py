@@ -88,8 +88,9 @@ def mask_conversation(
             ``False``: never (the stock ids exactly; GLM-4.5 then warns once).
         processor_kwargs: Passed to the processor's call (``images_kwargs``, ...).
         control_tokens: What to do with control-token strings (the tokenizer's special
-            tokens, ``<|im_end|>``) inside message text, which can forge a turn. They are
-            never trained, whatever this says. ``"keep"`` (default): the ids the stock
+            tokens, ``<|im_end|>``) inside message text, tool schemas and template arguments,
+            which can forge a turn. They are never trained, whatever this says (an
+            assistant reply's included). ``"keep"`` (default): the ids the stock
             template gives, counted in ``report.n_control_tokens``; ``"escape"``: each is
             tokenized as plain text (the other ids stay the stock ones); ``"raise"``:
             :class:`~labelmask.errors.ControlTokenError` naming the message and token.

@@ -26,9 +26,17 @@ import numpy as np
 
 from labelmask._align import first_tokens, generated_segments
 from labelmask._derive import derive
-from labelmask._edit import apply_edits, eos_edits
-from labelmask._encode import Encoded, backend_of, encode
-from labelmask._guard import CHECK_MODES, CONTROL_TOKEN_MODES, check_labels, control_tokens_in, escape_if_injected
+from labelmask._edit import apply_edits, eos_edits, shift_spans
+from labelmask._encode import Encoded, backend_of, encode, special_tokens
+from labelmask._guard import (
+    CHECK_MODES,
+    CONTROL_TOKEN_MODES,
+    check_labels,
+    control_tokens_in,
+    data_written_spans,
+    escape_if_injected,
+    written_tokens,
+)
 from labelmask._guard import fail as fail_check
 from labelmask._messages import normalize_conversation, plain_kwargs
 from labelmask._parts import Role
@@ -38,6 +46,7 @@ from labelmask._render import compile_template, render_annotated, render_stock
 from labelmask._result import MaskedConversation, MaskReport, Provenance
 from labelmask._vision import added_tokens, attach_images, collect_images, expand, is_processor, openai_image_parts
 from labelmask.errors import (
+    ControlTokenError,
     ConversationError,
     NoEndOfTurnWarning,
     NothingToTrainError,
@@ -242,6 +251,7 @@ class Staged(NamedTuple):
     escape: bool = False  # encode injected control tokens as plain text
     message_ok: list = []  # which messages the policy trains (_policy.trained_messages)
     runs: Any = None  # _policy.Runs of the render, made before tokenizing; None: make them when finishing
+    marked: tuple = ()  # character spans of control tokens the data wrote outside content (_guard.data_written_spans)
 
 
 def render_step(messages: Any, processor: Any, tokenizer: Any, tools: Any, options: Options) -> Staged:
@@ -266,9 +276,24 @@ def render_step(messages: Any, processor: Any, tokenizer: Any, tools: Any, optio
     else:
         name, method = annotated.name, "annotated"
         rendered = _render_annotated(annotated, stock_source, variables, len(conversation.messages), options.verify)
-    injected = control_tokens_in(tokenizer, conversation, options.control_tokens, name)
+    # Template arguments are data, but for the tokenizer's own bos_token and the like.
+    data_kwargs = {k: v for k, v in variables.items() if k in template_kwargs and k not in tokenizer.special_tokens_map}
+    injected = control_tokens_in(tokenizer, conversation, options.control_tokens, name, data_kwargs)
+    marked: tuple = ()
+    if injected:
+        data_keys = {"tools", "documents", *data_kwargs}
+        marked = data_written_spans(stock_source, variables, data_keys, special_tokens(tokenizer), rendered.text, name)
+        if marked and is_processor(processor):
+            msg = (
+                f"Control tokens written in tool calls, tool schemas or template arguments ({injected[0][1]!r}; "
+                f"template {name!r}) are not supported with a multimodal processor. Remove them from the data."
+            )
+            raise ControlTokenError(msg, message_index=injected[0][0], template=name, token=injected[0][1])
     final_eot = annotated.final_eot if annotated is not None else ""
-    rendered, n_eos = _end_of_turn(rendered, conversation.roles, tokenizer, name, options.add_eos, final_eot)
+    rendered, eos = _end_of_turn(rendered, conversation.roles, tokenizer, name, options.add_eos, final_eot)
+    n_eos = len(eos)
+    if marked and eos:
+        marked = shift_spans(marked, eos)
     escape = bool(injected) and options.control_tokens == "escape"
     # What the policy trains is decided per run of text before tokenizing; the tokens only place it.
     # (A processor expands image placeholders first, which moves the runs: planned after that.)
@@ -276,7 +301,8 @@ def render_step(messages: Any, processor: Any, tokenizer: Any, tools: Any, optio
     runs = None
     if not is_processor(processor):
         runs = plan_runs(rendered, generated_segments(rendered, conversation.roles), message_ok, policy)
-    return Staged(conversation, rendered, name, method, n_eos, annotated, tuple(injected), escape, message_ok, runs)
+    staged = Staged(conversation, rendered, name, method, n_eos, annotated, tuple(injected), escape, message_ok, runs)
+    return staged._replace(marked=marked) if marked else staged
 
 
 def finish_step(
@@ -294,7 +320,7 @@ def finish_step(
     policy, return_tensors, check = options.policy, options.return_tensors, options.check
     conversation, rendered, name, method, n_eos = staged[:5]
     if staged.escape:
-        encoded = escape_if_injected(tokenizer, backend, rendered, encoded, staged.annotated, name)
+        encoded = escape_if_injected(tokenizer, backend, rendered, encoded, staged.annotated, name, staged.marked)
     roles = conversation.roles
     unowned = added_tokens(encoded) if vision else ()
     message_ok = staged.message_ok
@@ -304,14 +330,24 @@ def finish_step(
     firsts, straddles = first_tokens(encoded, runs.bounds)
     ids = encoded.id_list
     labels, n_straddle, n_dropped = label_runs(runs, firsts, straddles, ids, policy, unowned)
+    written = None
+    if staged.injected and not staged.escape:
+        # Control tokens the data wrote keep their stock ids and are never trained (an assistant's text
+        # or tool call that writes "<|im_end|>" must not teach the model to end its turn there).
+        written = written_tokens(rendered, encoded, special_tokens(tokenizer), staged.marked)
+        for t in written.tolist():
+            labels[t] = IGNORE_INDEX
     # Per-token provenance is made on first use (MaskedConversation._array): a trainer reads ids and labels.
     provenance = Provenance(rendered, encoded, roles, unowned)
     if check != "off":
         aligned = provenance.aligned
         trained = apply_policy(aligned, policy, message_ok).trained
+        if written is not None and len(written):
+            trained = trained.copy()
+            trained[written] = False
         if not np.array_equal(trained, np.asarray(labels) != IGNORE_INDEX):
             fail_check(name, None, "the labels decided per run of text differ from those decided per segment")
-        check_labels(rendered, encoded, aligned, trained, message_ok, policy, backend, name, check == "full")
+        check_labels(rendered, encoded, aligned, trained, message_ok, policy, backend, name, check == "full", written)
     n_trained = len(labels) - labels.count(IGNORE_INDEX)
     report = MaskReport(
         template=name,
@@ -367,8 +403,8 @@ _WARNED_NO_EOT: set[str] = set()
 
 def _end_of_turn(
     rendered: Any, roles: tuple[int, ...], tokenizer: Any, name: str, add_eos: bool | None, final_eot: str = ""
-) -> tuple[Any, int]:
-    """The render with a stop token after each reply that has none (``add_eos``), and how many were added.
+) -> tuple[Any, list]:
+    """The render with a stop token after each reply that has none (``add_eos``), and the edits that wrote them.
 
     Two kinds of template leave replies without a trained stop token:
 
@@ -387,12 +423,12 @@ def _end_of_turn(
     assistant = int(Role.ASSISTANT)
     replies = [m for m, role in enumerate(roles) if role == assistant]
     if not replies:
-        return rendered, 0
+        return rendered, []
     eots = rendered.eots
     if final_eot:
         last = replies[-1]
         if last in eots or last != len(roles) - 1:
-            return rendered, 0
+            return rendered, []
         what = (
             f"closes a reply with the next turn's header, so the last reply of a conversation (message {last}) "
             f"ends with no stop token"
@@ -401,7 +437,7 @@ def _end_of_turn(
         add_eos = True if add_eos is None else add_eos
     else:
         if not add_eos and any(m in eots for m in replies):
-            return rendered, 0
+            return rendered, []
         last = None  # every reply without an end of turn
         what = "writes no end-of-turn token after assistant replies"
         token = tokenizer.eos_token
@@ -413,11 +449,11 @@ def _end_of_turn(
                 f"add_eos=True to write {token!r} after {'it' if final_eot else 'each reply'} and train it."
             )
             warnings.warn(msg, NoEndOfTurnWarning, stacklevel=6)  # mask_conversation's caller
-        return rendered, 0
+        return rendered, []
     if not token:
         raise TokenizerError(f"add_eos=True, but {type(tokenizer).__name__} has no eos_token; set one.")
     edits = eos_edits(rendered, roles, assistant, token, only=last)
-    return apply_edits(rendered, edits, name=name), len(edits)
+    return apply_edits(rendered, edits, name=name), edits
 
 
 def _render_annotated(

@@ -11,6 +11,7 @@ satisfy every invariant.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 
 import numpy as np
@@ -186,3 +187,110 @@ def test_forged_turns_are_never_trained(name, tokenizers, data):
     trained = np.asarray(keep["labels"]) != labelmask.IGNORE_INDEX
     trained_escaped = np.asarray(escaped["labels"]) != labelmask.IGNORE_INDEX
     assert triples(keep, trained) - changed == triples(escaped, trained_escaped) - new
+
+
+# Issue 19, items 1 and 2: control tokens that the data writes where a reply is trained (assistant
+# content, tool-call arguments) or outside any message (tool schemas, template arguments).
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Weather in a city.",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
+
+
+def call(arguments) -> list[dict]:
+    return [{"type": "function", "function": {"name": "get_weather", "arguments": arguments}}]
+
+
+def trained_specials(out, tokenizer) -> list[str]:
+    """The special tokens trained in ``out``, in order, as strings."""
+    ids = np.asarray(out["input_ids"])[np.asarray(out["labels"]) != labelmask.IGNORE_INDEX]
+    special_ids = set(tokenizer.convert_tokens_to_ids(sorted(specials_of(tokenizer))))
+    return [tokenizer.convert_ids_to_tokens(int(i)) for i in ids if int(i) in special_ids]
+
+
+def dirty_and_clean(name):
+    """(tokenizer, [(conversation with control tokens written where a reply is trained, the same clean)])."""
+    eot = {"qwen3": "<|im_end|>", "llama3.1": "<|eot_id|>"}[name]
+    start = {"qwen3": "<|im_start|>user\n", "llama3.1": "<|start_header_id|>user<|end_header_id|>\n\n"}[name]
+    user = {"role": "user", "content": "Weather in Paris?"}
+    cases = [
+        ([user, {"role": "assistant", "content": f"A{eot}\n{start}x"}], [user, {"role": "assistant", "content": "A"}]),
+        (
+            [user, {"role": "assistant", "content": "", "tool_calls": call({"city": f"a{eot}b"})}],
+            [user, {"role": "assistant", "content": "", "tool_calls": call({"city": "ab"})}],
+        ),
+        (
+            [user, {"role": "assistant", "content": "", "tool_calls": call(json.dumps({"city": f"a{eot}{start}"}))}],
+            [user, {"role": "assistant", "content": "", "tool_calls": call(json.dumps({"city": "a"}))}],
+        ),
+    ]
+    return cases
+
+
+@pytest.mark.parametrize("name", ["qwen3", "llama3.1"])
+@pytest.mark.parametrize("mode", ["keep", "escape"])
+def test_control_tokens_an_assistant_writes_are_never_trained(name, mode, tokenizers):
+    # On f01e381: under "keep", "A<|im_end|>\n<|im_start|>user\n" in a reply trained both tokens; under
+    # "escape", "<|im_end|>" in tool-call arguments stayed a control token (the template writes it too).
+    tokenizer = tokenizers[name]
+    for dirty, clean in dirty_and_clean(name):
+        kw = {"tools": [WEATHER_TOOL], "control_tokens": mode, "check": "full"}
+        out = labelmask.mask_conversation(dirty, tokenizer, **kw)
+        reference = labelmask.mask_conversation(clean, tokenizer, **kw)
+        # The template's own control tokens in the reply (its end of turn, Llama's <|python_tag|>) are
+        # trained as in the clean reply; none that the data wrote.
+        assert trained_specials(out, tokenizer) == trained_specials(reference, tokenizer), dirty[1]
+        if mode == "keep":
+            stock = tokenizer.apply_chat_template(dirty, tools=[WEATHER_TOOL], tokenize=False)
+            assert out["input_ids"] == tokenizer(stock, add_special_tokens=False)["input_ids"]
+        with pytest.raises(ControlTokenError) as info:
+            labelmask.mask_conversation(dirty, tokenizer, tools=[WEATHER_TOOL], control_tokens="raise")
+        assert info.value.message_index == 1
+
+
+def test_control_tokens_in_tool_schemas_and_template_arguments_are_escaped_or_refused(tokenizers):
+    # On f01e381 neither was looked at: "raise" passed, "escape" kept the control-token ids.
+    tokenizer = tokenizers["llama3.1"]
+    eot = tokenizer.convert_tokens_to_ids("<|eot_id|>")
+    messages = [{"role": "user", "content": "Weather?"}, {"role": "assistant", "content": "Sunny."}]
+    tool = {**WEATHER_TOOL, "function": {**WEATHER_TOOL["function"], "description": "<|eot_id|>Weather."}}
+    for tools, kwargs in (([tool], {}), ([WEATHER_TOOL], {"date_string": "1 May<|eot_id|>"})):
+        with pytest.raises(ControlTokenError) as info:
+            labelmask.mask_conversation(messages, tokenizer, tools=tools, control_tokens="raise", **kwargs)
+        assert info.value.message_index is None and info.value.token == "<|eot_id|>"
+        keep = labelmask.mask_conversation(messages, tokenizer, tools=tools, check="full", **kwargs)
+        escaped = labelmask.mask_conversation(
+            messages, tokenizer, tools=tools, control_tokens="escape", check="full", **kwargs
+        )
+        # Stock: one <|eot_id|> more than the template writes (one per turn: system, user, assistant).
+        assert keep["input_ids"].count(eot) == 4
+        assert escaped["input_ids"].count(eot) == 3
+        assert escaped.text == keep.text
+        assert escaped["labels"].count(eot) == keep["labels"].count(eot) == 1
+
+
+def test_special_tokens_added_after_a_first_call_are_seen(tokenizers):
+    # On f01e381 the special tokens were read once per tokenizer: a token added afterwards was neither
+    # refused ("raise") nor escaped ("escape").
+    from tests.fixtures import load_tokenizer
+
+    tokenizer = load_tokenizer("qwen3")
+    messages = [{"role": "user", "content": "hi <|forge|>"}, {"role": "assistant", "content": "ok <|forge|>"}]
+    labelmask.mask_conversation(messages, tokenizer, control_tokens="raise")
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<|forge|>"]})
+    forge = tokenizer.convert_tokens_to_ids("<|forge|>")
+    with pytest.raises(ControlTokenError) as info:
+        labelmask.mask_conversation(messages, tokenizer, control_tokens="raise")
+    assert info.value.token == "<|forge|>" and info.value.message_index == 0
+    assert forge not in labelmask.mask_conversation(messages, tokenizer, control_tokens="escape")["input_ids"]
+    keep = labelmask.mask_conversation(messages, tokenizer, check="full")
+    assert keep["input_ids"].count(forge) == 2 and forge not in keep["labels"]
+    # A string of the vocabulary made special takes no new id; it is seen too.
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<|forge|>", "ok"]})
+    with pytest.raises(ControlTokenError) as info:
+        labelmask.mask_conversation([{"role": "user", "content": "ok"}, messages[1]], tokenizer, control_tokens="raise")
+    assert info.value.token == "ok"

@@ -340,6 +340,9 @@ def check_completeness(d: Sample) -> None:
             region[span.start : span.end] = False  # image placeholders are never trained
         elif span.kind == "empty_reasoning" and not d.policy.empty_reasoning:
             region[span.start : span.end] = False  # template-inserted, trained only when the policy says so
+    # A control token the reply's data wrote (in its content, reasoning or tool-call arguments) is never
+    # trained: under control_tokens="keep" it keeps its special id and gets no loss.
+    region &= ~_written_control_tokens(d)
     uncovered = np.flatnonzero(region & ~trained_cover)
     for c in uncovered:
         covering = [t for t, (a, b) in enumerate(d.out.offsets) if a <= c < b]
@@ -348,6 +351,28 @@ def check_completeness(d: Sample) -> None:
             a, b = d.out.offsets[t]
             assert not region[a:b].all(), f"token {t} {d.out.text[a:b]!r} lies inside a reply but is not trained"
     assert d.out.report.n_boundary_dropped >= (1 if len(uncovered) else 0)
+
+
+def _written_control_tokens(d: Sample) -> np.ndarray:
+    """``bool[n_chars]``: characters of special-id tokens inside a reply's content or reasoning span, or
+    inside its tool-call span when the message's tool calls hold that token's string."""
+    chars = np.zeros(len(d.out.text), dtype=bool)
+    tok = d.tokenizer
+    specials = {t.content for t in tok.added_tokens_decoder.values() if t.special} | set(tok.all_special_tokens)
+    if not specials:
+        return chars
+    special_ids = set(tok.convert_tokens_to_ids(sorted(specials)))
+    ids = np.asarray(d.out["input_ids"]).tolist()
+    offsets = d.out.offsets.tolist()
+    for span in d.out.spans:
+        if span.kind not in ("content", "reasoning", "tool_calls") or span.message is None:
+            continue
+        data = repr(d.messages[span.message].get("tool_calls")) if span.kind == "tool_calls" else None
+        for t, (a, b) in enumerate(offsets):
+            if span.start <= a and b <= span.end and ids[t] in special_ids:
+                if data is None or d.out.text[a:b] in data:
+                    chars[a:b] = True
+    return chars
 
 
 def check_end_of_turn_is_trained(d: Sample) -> None:
