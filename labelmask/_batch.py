@@ -34,6 +34,7 @@ from labelmask._pipeline import (
     check_on_error,
     check_options,
     check_processor,
+    check_template_kwargs,
     finish_step,
     render_step,
 )
@@ -137,6 +138,7 @@ def mask_conversations(
             "or pass processor.tokenizer for text-only ones."
         )
         raise TokenizerError(msg)
+    check_template_kwargs(processor, template_kwargs)
     tokenizer, backend = check_processor(processor, vision=False)
     conversations = list(conversations)
     if tools is None:

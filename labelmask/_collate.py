@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from labelmask._pipeline import check_options
+from labelmask._pipeline import check_options, check_template_kwargs
 from labelmask._policy import IGNORE_INDEX, Policy
 from labelmask._truncate import mask_with
 from labelmask.errors import OptionError
@@ -114,6 +114,7 @@ class Collator:
         self.options = check_options(
             policy=policy, template=template, add_eos=add_eos, return_tensors="np", **template_kwargs
         )
+        check_template_kwargs(processor, template_kwargs)
         self.processor = processor
         self.policy = policy
         self.template = template

@@ -25,7 +25,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from labelmask._pipeline import Options, check_on_error, check_options
+from labelmask._pipeline import Options, check_on_error, check_options, check_template_kwargs
 from labelmask._policy import Policy
 from labelmask._registry import REGISTRY
 from labelmask._truncate import mask_with
@@ -150,6 +150,7 @@ def mask_dataset(
         )
         raise OptionError(msg)
     options = check_options(policy=policy, template=template, return_tensors="np", **template_kwargs)
+    check_template_kwargs(processor, template_kwargs)
     columns = list(dataset.column_names)
     if messages_column not in columns:
         raise KeyError(f"The dataset has no column {messages_column!r} (columns: {columns}); pass messages_column=.")

@@ -103,6 +103,8 @@ def mask_conversation(
             trained character is covered; 35 to 66% more). ``"off"`` by default, for that cost
             (docs/how-it-works.md).
         **template_kwargs: Passed to the template (``enable_thinking=False``, ``date_string=...``).
+            A keyword the template does not read raises :class:`~labelmask.errors.OptionError`
+            with the closest known name (``return_tensor=`` -> ``return_tensors=``).
 
     Returns:
         A :class:`MaskedConversation`.

@@ -14,13 +14,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from labelmask._parts import ROLE_ALIASES
-from labelmask._rendered import RESERVED
+from labelmask._rendered import RESERVED as _MARKERS
 from labelmask.errors import ConversationError
 
 __all__ = ["Conversation", "normalize_conversation", "plain_kwargs"]
@@ -77,33 +78,57 @@ def _weight(value: Any, index: int) -> float:
     return weight
 
 
+# Characters refused in any string: the span markers' noncharacters, and lone surrogates (a JSON "\ud800"
+# escape decodes to one), which no tokenizer can encode (UTF-8 has no bytes for them).
+RESERVED = re.compile(f"[{_MARKERS.pattern[1:-1]}\ud800-\udfff]")
+
+
 class _ReservedCharacter(Exception):
     pass
 
 
-def _raise_reserved(index: int) -> None:
-    msg = (
-        f"Message {index} contains a Unicode noncharacter in U+FDD0..U+FDEF, which labelmask reserves for "
-        "span markers. Remove or replace these characters (they carry no meaning in text)."
-    )
+def _raise_reserved(index: int | None, text: str, where: str = "") -> None:
+    where = where or f"Message {index}"
+    if any("\ud800" <= ch <= "\udfff" for ch in text):
+        msg = (
+            f"{where} contains a lone surrogate (U+D800..U+DFFF, as a JSON \\ud800 escape without its pair "
+            "decodes to), which is not text: no tokenizer can encode it. Repair the data (decode it with "
+            "errors='replace', or drop the row)."
+        )
+    else:
+        msg = (
+            f"{where} contains a Unicode noncharacter in U+FDD0..U+FDEF, which labelmask reserves for "
+            "span markers. Remove or replace these characters (they carry no meaning in text)."
+        )
     raise ConversationError(msg, message_index=index) from None
 
 
 _ROLE_CODE = {name: int(role) for name, role in ROLE_ALIASES.items()}
 
 
-def _plain(value: Any) -> Any:
+# Deeper than this, a value is refused (a cycle is infinitely deep): no schema or message nests so deep,
+# and Python's recursion limit (here and in the template's tojson) is not far below.
+MAX_DEPTH = 100
+
+
+class _TooDeep(Exception):
+    pass
+
+
+def _plain(value: Any, depth: int = 0) -> Any:
     """Copy into plain JSON types; other objects (images, arrays) become inert names."""
     cls = type(value)
     if cls is str:
         if RESERVED.search(value):
-            raise _ReservedCharacter
+            raise _ReservedCharacter(value)
         return value
+    if depth > MAX_DEPTH:
+        raise _TooDeep
     # The plain types first, by identity: this copies every tool schema and tool call of every sample.
     if cls is dict:
-        return {_plain(k): _plain(v) for k, v in value.items()}
+        return {_plain(k, depth): _plain(v, depth + 1) for k, v in value.items()}
     if cls is list:
-        return [_plain(v) for v in value]
+        return [_plain(v, depth + 1) for v in value]
     if value is None or cls is int or cls is float or cls is bool:
         return value
     if isinstance(value, str):
@@ -113,12 +138,50 @@ def _plain(value: Any) -> Any:
     if isinstance(value, float):
         return float.__float__(value)
     if isinstance(value, Mapping):
-        return {_plain(k): _plain(v) for k, v in value.items()}
+        return {_plain(k, depth): _plain(v, depth + 1) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value] if isinstance(value, list) else tuple(_plain(v) for v in value)
+        items = [_plain(v, depth + 1) for v in value]
+        return items if isinstance(value, list) else tuple(items)
     if hasattr(value, "item") and callable(value.item) and getattr(value, "shape", None) == ():
-        return _plain(value.item())  # numpy scalars
-    return f"<{type(value).__name__}>"
+        return _plain(value.item(), depth)  # numpy scalars
+    return _plain(f"<{type(value).__name__}>")  # a class name may hold reserved characters too
+
+
+def _json_problem(value: Any, path: str, depth: int = 0) -> tuple[str, str] | None:
+    """``(path, what)`` of the first part of ``value`` that is not a JSON value (a mapping with str keys,
+    list, tuple, str, int, float, bool, None), or ``None``."""
+    if value is None or isinstance(value, (str, int, float)):  # bool is an int
+        return None
+    if depth >= MAX_DEPTH:
+        return path, f"nested deeper than {MAX_DEPTH} levels (or cyclic)"
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            if not isinstance(k, str):
+                return path, f"a key of type {type(k).__name__} ({k!r:.40}); JSON keys are strings"
+            found = _json_problem(v, f"{path}[{k!r:.40}]", depth + 1)
+            if found:
+                return found
+        return None
+    if isinstance(value, (list, tuple)):
+        for n, v in enumerate(value):
+            found = _json_problem(v, f"{path}[{n}]", depth + 1)
+            if found:
+                return found
+        return None
+    return path, f"a {type(value).__name__}, not a JSON value"
+
+
+def _check_json(value: Any, path: str, index: int | None) -> None:
+    found = _json_problem(value, path)
+    if found:
+        where = f"Message {index}: " if index is not None else ""
+        msg = (
+            f"{where}{found[0]} is {found[1]}. Tool-call arguments and tool schemas must be JSON values "
+            "(mappings with string keys, lists, strings, numbers, booleans, None): the template writes anything "
+            "else as its type's name, which the model would learn. Convert it (a set to a list, an array with "
+            ".tolist())."
+        )
+        raise ConversationError(msg, message_index=index)
 
 
 def _check_content(content: Any, index: int) -> None:
@@ -159,6 +222,12 @@ def _check_tool_calls(tool_calls: Any, index: int) -> None:
         if isinstance(arguments, str):
             try:
                 parsed = json.loads(arguments)
+            except RecursionError:
+                msg = (
+                    f"Message {index}: tool call {j} ({function['name']!r}) has arguments nested too deep to parse "
+                    f"(a JSON string of {len(arguments)} characters)."
+                )
+                raise ConversationError(msg, message_index=index) from None
             except json.JSONDecodeError as exc:
                 msg = (
                     f"Message {index}: tool call {j} ({function['name']!r}) has arguments that are not valid "
@@ -174,6 +243,9 @@ def _check_tool_calls(tool_calls: Any, index: int) -> None:
                 f"{type(arguments).__name__}; pass a dict or a JSON object string."
             )
             raise ConversationError(msg, message_index=index)
+        else:
+            where = "function.arguments" if "function" in call else "arguments"
+            _check_json(arguments, f"tool_calls[{j}].{where}", index)
 
 
 def normalize_conversation(
@@ -219,7 +291,7 @@ def normalize_conversation(
             content = message.get("content")
             if type(content) is str and type(role) is str and role in _ROLE_CODE:
                 if RESERVED.search(content):
-                    _raise_reserved(i)
+                    _raise_reserved(i, content)
                 out.append(
                     {
                         "role": role,
@@ -231,6 +303,10 @@ def normalize_conversation(
         if not isinstance(message, Mapping):
             msg = f"Message {i} is a {type(message).__name__} ({message!r:.80}); each message must be a mapping."
             raise ConversationError(msg, message_index=i)
+        if type(message) is not dict:
+            # Read once, as a plain dict: a mapping whose get() and items() disagree must not show the
+            # checks one role and the template another.
+            message = dict(message.items())
         role = message.get("role")
         if not isinstance(role, str):
             msg = f"Message {i} has no string 'role' (got {role!r}); use one of {sorted(ROLE_ALIASES)}."
@@ -256,9 +332,12 @@ def normalize_conversation(
         if message.get("weight") is not None:
             weights[i] = _weight(message["weight"], i)
         try:
-            plain = {k: _plain(v) for k, v in message.items() if v is not None and k not in LABELMASK_KEYS}
-        except _ReservedCharacter:
-            _raise_reserved(i)
+            plain = {_plain(k): _plain(v) for k, v in message.items() if v is not None and k not in LABELMASK_KEYS}
+        except _ReservedCharacter as exc:
+            _raise_reserved(i, exc.args[0])
+        except _TooDeep:
+            msg = f"Message {i} holds a value nested deeper than {MAX_DEPTH} levels (or cyclic); flatten it."
+            raise ConversationError(msg, message_index=i) from None
         if content_format == "parts" and isinstance(plain.get("content"), str):
             plain["content"] = [{"type": "text", "text": plain["content"]}]
         for key in _REASONING_FIELDS:
@@ -274,15 +353,23 @@ def normalize_conversation(
         schemas = []
         for j, tool in enumerate(tools):
             if isinstance(tool, Mapping):
+                _check_json(tool, f"tools[{j}]", None)
                 try:
                     schemas.append(_plain(tool))
-                except _ReservedCharacter:
-                    msg = f"tools[{j}] contains a Unicode noncharacter in U+FDD0..U+FDEF, reserved by labelmask."
-                    raise ConversationError(msg) from None
+                except _ReservedCharacter as exc:
+                    _raise_reserved(None, exc.args[0], f"tools[{j}]")
             elif callable(tool):
                 from transformers.utils import get_json_schema
 
-                schemas.append(get_json_schema(tool))
+                try:
+                    schemas.append(get_json_schema(tool))
+                except Exception as exc:  # transformers' DocstringParsingException, TypeHintParsingException
+                    name = getattr(tool, "__name__", type(tool).__name__)
+                    msg = (
+                        f"tools[{j}] ({name!r}) is a callable transformers cannot describe: {exc} Give it a "
+                        "Google-style docstring with a description of each argument, or pass its JSON schema."
+                    )
+                    raise ConversationError(msg) from None
             else:
                 raise ConversationError(f"tools[{j}] is a {type(tool).__name__}; pass a JSON-schema dict.")
         tools = schemas
@@ -299,6 +386,7 @@ def plain_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
     """Template keyword arguments as plain data, as transformers passes them."""
     try:
         return {k: _plain(v) for k, v in kwargs.items()}
-    except _ReservedCharacter:
-        msg = "A template argument contains a Unicode noncharacter in U+FDD0..U+FDEF, reserved by labelmask."
-        raise ConversationError(msg) from None
+    except _ReservedCharacter as exc:
+        _raise_reserved(None, exc.args[0], "A template argument")
+    except _TooDeep:
+        raise ConversationError(f"A template argument is nested deeper than {MAX_DEPTH} levels (or cyclic).") from None

@@ -18,6 +18,7 @@ once at the public boundary by :func:`check_options`.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import warnings
 from collections.abc import Mapping
 from typing import Any, NamedTuple
@@ -42,7 +43,7 @@ from labelmask._messages import normalize_conversation, plain_kwargs
 from labelmask._parts import Role
 from labelmask._policy import IGNORE_INDEX, Policy, apply_policy, label_runs, plan_runs, trained_messages
 from labelmask._registry import REGISTRY, AnnotatedTemplate, template_hash
-from labelmask._render import compile_template, render_annotated, render_stock
+from labelmask._render import compile_template, render_annotated, render_stock, template_variables
 from labelmask._result import MaskedConversation, MaskReport, Provenance
 from labelmask._vision import added_tokens, attach_images, collect_images, expand, is_processor, openai_image_parts
 from labelmask.errors import (
@@ -57,11 +58,13 @@ from labelmask.errors import (
 )
 
 __all__ = [
+    "KNOWN_OPTIONS",
     "Options",
     "Staged",
     "check_on_error",
     "check_options",
     "check_processor",
+    "check_template_kwargs",
     "finish_step",
     "mask_one",
     "render_step",
@@ -123,6 +126,8 @@ def check_options(
         raise OptionError(f"policy must be a labelmask.Policy, not {type(policy).__name__}")
     if add_eos is not None and not isinstance(add_eos, bool):
         raise OptionError(f"add_eos={add_eos!r}: use None (the template decides), True or False.")
+    if template is not None and not isinstance(template, str):
+        raise OptionError(f"template={template!r:.80}: use the name of an annotated template (a str), or None.")
     if return_tensors not in (None, "np", "pt"):
         raise OptionError(f"return_tensors={return_tensors!r}: use None (lists), 'np' or 'pt'.")
     if control_tokens not in CONTROL_TOKEN_MODES:
@@ -150,6 +155,65 @@ def check_options(
         processor_kwargs,
         template_kwargs,
     )
+
+
+# The keyword arguments of labelmask's masking functions, which a misspelt keyword is compared with.
+KNOWN_OPTIONS = (
+    "tools",
+    "policy",
+    "return_tensors",
+    "template",
+    "verify",
+    "fallback",
+    "max_length",
+    "truncation",
+    "images",
+    "add_eos",
+    "processor_kwargs",
+    "control_tokens",
+    "check",
+    "on_error",
+    "chunk_size",
+    "padding_side",
+    "pad_to_multiple_of",
+    "packing",
+    "return_loss_weights",
+    "return_provenance",
+    "messages_key",
+    "tools_key",
+    "images_key",
+)
+
+
+def check_template_kwargs(processor: Any, template_kwargs: Mapping[str, Any]) -> None:
+    """Raise :class:`OptionError` for a keyword argument that neither labelmask nor the processor's chat
+    template reads (``return_tensor="pt"``, ``max_lenght=2``): passed on to the template, it would be
+    ignored in silence. The template's names are ``jinja2.meta.find_undeclared_variables`` of its source
+    (every variant of a tokenizer with several)."""
+    if not template_kwargs:
+        return
+    chat_template = getattr(processor, "chat_template", None)
+    if chat_template is None and is_processor(processor):
+        chat_template = getattr(processor.tokenizer, "chat_template", None)
+    if not isinstance(chat_template, (str, dict)):
+        return  # no template: _stock_source says so when rendering
+    sources = chat_template.values() if isinstance(chat_template, dict) else (chat_template,)
+    read: set[str] = set()
+    for source in sources:
+        names = template_variables(source) if isinstance(source, str) else None
+        if names is None:
+            return  # a template that does not parse: its error comes when it is rendered
+        read |= names
+    unknown = [k for k in template_kwargs if k not in read]
+    if unknown:
+        key = unknown[0]
+        close = difflib.get_close_matches(key, [*KNOWN_OPTIONS, *sorted(read)], n=1)
+        hint = f"did you mean {close[0]}=? " if close else ""
+        msg = (
+            f"Unknown keyword argument {key}=: labelmask does not take it and the chat template does not read it "
+            f"({hint}the template reads {', '.join(sorted(read)) or 'no variable'}). Passed on, it would be ignored."
+        )
+        raise OptionError(msg)
 
 
 # What a function that masks many conversations does with one that raises a LabelmaskError; the same
@@ -256,6 +320,7 @@ class Staged(NamedTuple):
 
 def render_step(messages: Any, processor: Any, tokenizer: Any, tools: Any, options: Options) -> Staged:
     template_kwargs, policy = options.template_kwargs, options.policy
+    check_template_kwargs(processor, template_kwargs)
     stock_source = _stock_source(processor, tools)
     annotated = REGISTRY.lookup(stock_source, options.template, options.fallback)
     content_format = annotated.content_format if annotated is not None else "text"
@@ -466,11 +531,34 @@ def _render_annotated(
             stock_template = compile_template(stock_source, mode="stock", name=annotated.name)
             expected = render_stock(stock_template, variables, annotated.name)
         return render_annotated(template, variables, annotated.name, expected=expected, n_messages=n_messages)
-    except TemplateRaisedError:
+    except TemplateRaisedError as exc:
         # Rendered in trace mode, the annotation raises the same error from inside a turn, naming the message.
         trace = compile_template(annotated.source, mode="trace", name=annotated.name)
-        render_annotated(trace, variables, annotated.name, expected=None, n_messages=n_messages)
+        try:
+            render_annotated(trace, variables, annotated.name, expected=None, n_messages=n_messages)
+        except TemplateRaisedError as traced:
+            if traced.message_index is not None:
+                raise
+        if exc.message_index is None:
+            _name_the_message(exc, template, variables, n_messages, annotated.name)
         raise
+
+
+def _name_the_message(exc: TemplateRaisedError, template: Any, variables: dict[str, Any], n: int, name: str) -> None:
+    """Give ``exc`` (raised outside every turn, as Qwen3's scan of all messages before the first turn
+    does) the index of the first message whose prefix of the conversation makes the template raise."""
+    messages = variables["messages"]
+    for k in range(1, n + 1):
+        prefix = {**variables, "messages": messages[:k], "_labelmask_messages": messages[:k]}
+        try:
+            render_stock(template, prefix, name)
+        except TemplateRaisedError:
+            exc.message_index = k - 1
+            text = str(exc)
+            for phrase in (" rejected the conversation", " failed on this conversation"):
+                text = text.replace(phrase + ":", f"{phrase} at message {k - 1}:", 1)
+            exc.args = (text,)
+            return
 
 
 def _stock_source(tokenizer: Any, tools: Any) -> str:
@@ -488,5 +576,11 @@ def _stock_source(tokenizer: Any, tools: Any) -> str:
         if key not in chat_template:
             msg = f"The tokenizer has several chat templates ({sorted(chat_template)}) and no 'default'."
             raise TemplateNotFoundError(msg)
-        return chat_template[key]
+        chat_template = chat_template[key]
+    if not isinstance(chat_template, str):
+        msg = (
+            f"{type(tokenizer).__name__}.chat_template is a {type(chat_template).__name__} ({chat_template!r:.60}); "
+            "it must be the Jinja source of the chat template (a str), or a dict of them."
+        )
+        raise TokenizerError(msg)
     return chat_template

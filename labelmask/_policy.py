@@ -95,6 +95,8 @@ class Policy:
     empty_reasoning: bool = False
 
     def __post_init__(self) -> None:
+        if not isinstance(self.roles, (str, frozenset, set, list, tuple)):
+            raise OptionError(f"Policy(roles={self.roles!r:.40}): use a role name or a collection of them.")
         roles = frozenset([self.roles] if isinstance(self.roles, str) else self.roles)
         unknown = roles - {"system", "user", "assistant", "tool"}
         if unknown:

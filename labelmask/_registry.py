@@ -25,7 +25,7 @@ import threading
 from functools import lru_cache
 from pathlib import Path
 
-from labelmask.errors import AnnotationError, TemplateNotFoundError
+from labelmask.errors import AnnotationError, OptionError, TemplateNotFoundError
 
 __all__ = ["REGISTRY", "AnnotatedTemplate", "Registry", "register_template", "template_hash", "templates"]
 
@@ -227,6 +227,14 @@ def register_template(
     """
     from labelmask._render import compile_template
 
+    for argument, value in (("name", name), ("annotated_source", annotated_source)):
+        if not isinstance(value, str):
+            raise OptionError(f"register_template({argument}=...) takes a str, not {type(value).__name__}.")
+    if not isinstance(matches, str) and any(not isinstance(stock, str) for stock in matches):
+        bad = next(stock for stock in matches if not isinstance(stock, str))
+        raise OptionError(
+            f"register_template(matches=...) takes stock template sources (str), not {type(bad).__name__}."
+        )
     if content_format not in ("text", "parts"):
         raise AnnotationError(f"content_format must be 'text' or 'parts', not {content_format!r}", template=name)
     if isinstance(matches, str):

@@ -36,6 +36,7 @@ from typing import Any
 
 import jinja2
 import jinja2.ext
+import jinja2.meta
 import jinja2.nodes
 import jinja2.runtime
 import jinja2.sandbox
@@ -363,3 +364,13 @@ def _raise_parity(text: str, expected: str, name: str) -> None:
         "report it with this conversation, or pass template= to choose another annotation."
     )
     raise RenderParityError(msg, position=position, template=name)
+
+
+@lru_cache(maxsize=64)
+def template_variables(source: str) -> frozenset[str] | None:
+    """The names ``source`` reads from its context (``jinja2.meta.find_undeclared_variables``), or ``None``
+    if it does not parse (its compile error is raised where it is rendered)."""
+    try:
+        return frozenset(jinja2.meta.find_undeclared_variables(_ENVS["stock"].parse(source)))
+    except jinja2.TemplateSyntaxError:
+        return None

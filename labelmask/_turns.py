@@ -12,6 +12,7 @@ tokenised again each time (quadratic in the number of exchanges).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from typing import Any
 
 from labelmask._mask import MaskedConversation, mask_conversation
@@ -39,7 +40,8 @@ def mask_turns(
         report's ``n_trained`` counts that exchange's trained tokens.
 
     Raises:
-        NothingToTrainError: an exchange trains nothing (``Policy(on_empty="keep")`` keeps it).
+        NothingToTrainError: an exchange trains nothing, or there is no exchange with a reply
+            (``Policy(on_empty="keep")`` keeps the exchange, or returns ``[]``).
     """
     if not isinstance(messages, list):
         raise ConversationError(f"messages must be a list of message mappings, not {type(messages).__name__}.")
@@ -52,6 +54,8 @@ def mask_turns(
         if not is_processor(processor):
             raise ConversationError("images= needs a multimodal processor; pass the model's processor.")
         messages = attach_images(messages, images)  # each example then carries its own images
+    # Each message read once as a plain dict, as mask_conversation reads it (a mapping subclass included).
+    messages = [dict(m.items()) if isinstance(m, Mapping) and type(m) is not dict else m for m in messages]
     role = [m.get("role") if isinstance(m, dict) else None for m in messages]
     users = [i for i, r in enumerate(role) if r == "user"]
     bounds = list(zip(users, users[1:] + [len(messages)]))
@@ -74,4 +78,11 @@ def mask_turns(
             )
             raise NothingToTrainError(msg, message_index=start, template=out.report.template)
         examples.append(out)
+    if not examples and user_policy.on_empty == "raise":
+        msg = (
+            f"mask_turns found no exchange in these {len(messages)} messages: no user message is followed by an "
+            "assistant reply. Mask the conversation whole with mask_conversation, or pass Policy(on_empty='keep') "
+            "to get [] for it."
+        )
+        raise NothingToTrainError(msg)
     return examples

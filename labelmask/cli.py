@@ -108,17 +108,42 @@ def _conversation(where: str, value: Any) -> tuple[list, list | None]:
     raise CliError(f"{where}: expected a list of messages or an object with a 'messages' list, got {kind}")
 
 
-def _template_kwargs(pairs: Sequence[str]) -> dict[str, Any]:
+def _template_kwargs(pairs: Sequence[str], processor: Any = None) -> dict[str, Any]:
     kwargs = {}
     for pair in pairs:
         key, sep, raw = pair.partition("=")
         if not sep or not key:
             raise CliError(f'--kwarg {pair!r}: use KEY=VALUE (VALUE is read as JSON if it parses: true, 3, "x")')
+        if key in _SET_BY_THE_COMMAND:
+            flag = _SET_BY_THE_COMMAND[key]
+            raise CliError(f"--kwarg {key}=: the command sets {key} itself" + (f"; use {flag}" if flag else ""))
         try:
             kwargs[key] = json.loads(raw)
         except json.JSONDecodeError:
             kwargs[key] = raw
+    if kwargs:
+        # Checked here, once: a bad option is the command's input error, not every row's.
+        from labelmask._pipeline import KNOWN_OPTIONS, check_options, check_template_kwargs
+        from labelmask.errors import LabelmaskError
+
+        try:
+            check_options(**kwargs)
+            if processor is not None:
+                check_template_kwargs(processor, {k: v for k, v in kwargs.items() if k not in KNOWN_OPTIONS})
+        except LabelmaskError as e:
+            raise CliError(f"--kwarg: {e}") from e
     return kwargs
+
+
+# mask_conversation's arguments that the command passes itself, and the option that sets each (if any).
+_SET_BY_THE_COMMAND = {
+    "tools": "--tools",
+    "template": "--template",
+    "images": "--image",
+    "policy": None,
+    "verify": None,
+    "return_tensors": None,
+}
 
 
 def _resolve_template(option: str | None, processor: Any) -> str | None:
@@ -197,7 +222,7 @@ def _show(args: argparse.Namespace) -> int:
     images = [_read_image(path) for path in args.image]
     processor = _load_processor(args.tokenizer)
     args.template = _resolve_template(args.template, processor)
-    kwargs = _template_kwargs(args.kwarg)
+    kwargs = _template_kwargs(args.kwarg, processor)
     if images:
         kwargs["images"] = images
     try:
@@ -243,7 +268,7 @@ def _check(args: argparse.Namespace) -> int:
         raise CliError(f"{args.path}: the tokenizer has no chat_template to check against")
     name = _resolve_template(args.template, processor)
     expect = Expect(eot=... if args.eot is None else args.eot, template=name)
-    kwargs = _template_kwargs(args.kwarg)
+    kwargs = _template_kwargs(args.kwarg, processor)
     strategy = strategies.conversations(
         tools=args.tools,
         tool_role=args.tool_role,
@@ -357,7 +382,7 @@ def _stats(args: argparse.Namespace) -> int:
     records = _read_json_records(args.dataset)
     processor = _load_processor(args.tokenizer)
     args.template = _resolve_template(args.template, processor)
-    kwargs = _template_kwargs(args.kwarg)
+    kwargs = _template_kwargs(args.kwarg, processor)
     if args.max_length is not None:
         kwargs.update(max_length=args.max_length, truncation=args.truncation)
     per_role: dict[str, list[int]] = {name: [0, 0] for name in _view.ROLE_NAMES.values()}

@@ -418,3 +418,34 @@ def test_the_html_report_renders_trained_and_untrained_colours_in_chromium(capsy
             seen[pixels[x, y]] = seen.get(pixels[x, y], 0) + 1
     for name in ("trained", "trained-alt", "system", "user", "assistant", "tool"):
         assert seen.get(rgb(HTML_COLORS[name]), 0) > 300, f"{name} ({HTML_COLORS[name]}) is missing from the tokens"
+
+
+# Issue 19, item 12: --kwarg with an argument the command sets itself, or a bad option, is the command's
+# input error (one line, exit status 2), not a traceback.
+@pytest.mark.parametrize(
+    ("kwarg", "fragment"),
+    [
+        ("tools=[]", "the command sets tools itself; use --tools"),
+        ("verify=true", "the command sets verify itself"),
+        ("template=x", "the command sets template itself; use --template"),
+        ("policy=x", "the command sets policy itself"),
+        ("check=bogus", "check='bogus'"),
+        ("max_length=0", "max_length=0: use a positive int"),
+        ("max_lenght=3", "did you mean max_length="),
+    ],
+)
+@pytest.mark.parametrize("command", ["show", "stats"])
+def test_bad_kwargs_are_input_errors(capsys, qwen3, command, kwarg, fragment):
+    status, _, err = run(capsys, command, CONVERSATION, qwen3, "--kwarg", kwarg)
+    assert status == 2
+    assert fragment in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_show_and_stats_report_a_lone_surrogate(capsys, qwen3, tmp_path):
+    # Issue 19, item 8: a JSON "\ud800" escape without its pair; on f01e381 the tokenizer's TypeError escaped.
+    path = tmp_path / "bad.json"
+    path.write_text('[{"role": "user", "content": "a\\ud800"}, {"role": "assistant", "content": "ok"}]')
+    status, _, err = run(capsys, "show", path, qwen3)
+    assert status == 2 and "lone surrogate" in err
+    status, out, err = run(capsys, "stats", path, qwen3)
+    assert "ConversationError" in out + err and "lone surrogate" in out + err

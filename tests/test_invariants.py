@@ -194,7 +194,7 @@ CASES = {
     # Qwen3.5, 3.6, 3.8: tools (tool-call arguments are read with |items: dicts only), reasoning, image
     # and video parts in user, assistant and tool messages (a system message with an image raises);
     # each kwarg the templates read absent or drawn (preserve_thinking is read by 3.6 and 3.8 only,
-    # reasoning_effort by 3.8 only: the others must render the same without them).
+    # reasoning_effort by 3.8 only: passed to the others, they raise OptionError, test_errors.py).
     **{
         name: Case(
             conversations(
@@ -210,9 +210,9 @@ CASES = {
                 {},
                 optional={
                     "enable_thinking": st.booleans(),
-                    "preserve_thinking": st.booleans(),
                     "add_vision_id": st.just(True),
-                    "reasoning_effort": st.sampled_from(["xhigh", "medium", "low"]),
+                    **({"preserve_thinking": st.booleans()} if name in ("qwen3.6", "qwen3.8") else {}),
+                    **({"reasoning_effort": st.sampled_from(["xhigh", "medium", "low"])} if name == "qwen3.8" else {}),
                 },
             ),
             image_tokens=("<|vision_start|>", "<|image_pad|>", "<|video_pad|>", "<|vision_end|>"),
