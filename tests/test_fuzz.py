@@ -199,6 +199,6 @@ def test_only_labelmask_errors_escape_and_results_hold_the_invariants(
             continue  # escaped control tokens differ from the stock ids on purpose (tests/test_control_tokens.py)
         check(sample)
     # No control token that a message wrote is trained (under "escape" none is left as a control token).
-    written = _written_control_tokens(sample)
+    written, _ = _written_control_tokens(sample)
     for (a, b), label in zip(out.offsets.tolist(), out["labels"].tolist()):
         assert label == labelmask.IGNORE_INDEX or not written[a:b].any(), f"trained {out.text[a:b]!r}, written"

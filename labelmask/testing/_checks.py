@@ -342,7 +342,8 @@ def check_completeness(d: Sample) -> None:
             region[span.start : span.end] = False  # template-inserted, trained only when the policy says so
     # A control token the reply's data wrote (in its content, reasoning or tool-call arguments) is never
     # trained: under control_tokens="keep" it keeps its special id and gets no loss.
-    region &= ~_written_control_tokens(d)
+    written, ambiguous = _written_control_tokens(d)
+    region &= ~(written | ambiguous)
     uncovered = np.flatnonzero(region & ~trained_cover)
     for c in uncovered:
         covering = [t for t, (a, b) in enumerate(d.out.offsets) if a <= c < b]
@@ -353,26 +354,38 @@ def check_completeness(d: Sample) -> None:
     assert d.out.report.n_boundary_dropped >= (1 if len(uncovered) else 0)
 
 
-def _written_control_tokens(d: Sample) -> np.ndarray:
-    """``bool[n_chars]``: characters of special-id tokens inside a reply's content or reasoning span, or
-    inside its tool-call span when the message's tool calls hold that token's string."""
+def _written_control_tokens(d: Sample) -> tuple[np.ndarray, np.ndarray]:
+    """``(written, ambiguous)``, each ``bool[n_chars]``: characters of special-id tokens inside a
+    message's content or reasoning span whose string the message holds (the data wrote them; not an
+    image placeholder), and inside its tool-call span when the message's tool calls hold that string
+    (the data or the template's syntax may have written each: which one, only a render can tell)."""
     chars = np.zeros(len(d.out.text), dtype=bool)
+    ambiguous = np.zeros(len(d.out.text), dtype=bool)
     tok = d.tokenizer
     specials = {t.content for t in tok.added_tokens_decoder.values() if t.special} | set(tok.all_special_tokens)
     if not specials:
-        return chars
+        return chars, ambiguous
     special_ids = set(tok.convert_tokens_to_ids(sorted(specials)))
+    image = np.zeros(len(d.out.text), dtype=bool)
+    for span in d.out.spans:
+        if span.kind == "image":
+            image[span.start : span.end] = True
     ids = np.asarray(d.out["input_ids"]).tolist()
     offsets = d.out.offsets.tolist()
     for span in d.out.spans:
         if span.kind not in ("content", "reasoning", "tool_calls") or span.message is None:
             continue
-        data = repr(d.messages[span.message].get("tool_calls")) if span.kind == "tool_calls" else None
+        message = d.messages[span.message]
+        data = repr(message.get("tool_calls") if span.kind == "tool_calls" else message)
         for t, (a, b) in enumerate(offsets):
-            if span.start <= a and b <= span.end and ids[t] in special_ids:
-                if data is None or d.out.text[a:b] in data:
+            if span.start <= a and b <= span.end and ids[t] in special_ids and d.out.text[a:b] in data:
+                if image[a:b].any():
+                    continue  # an image placeholder the template wrote for an image part
+                if span.kind == "tool_calls":
+                    ambiguous[a:b] = True
+                else:
                     chars[a:b] = True
-    return chars
+    return chars, ambiguous
 
 
 def check_end_of_turn_is_trained(d: Sample) -> None:
