@@ -133,8 +133,10 @@ def control_tokens_in(
     return found
 
 
-# Message fields whose text the annotation (or the derived spans) places exactly: content and reasoning.
-_TEXT_FIELDS = frozenset({"role", "content", "reasoning_content", "thinking", "reasoning"})
+# Message fields whose text the annotation (or the derived spans) places exactly: content. (A reasoning
+# span holds the template's tags too, which may be special tokens: reasoning is marked like tool calls.)
+_TEXT_FIELDS = frozenset({"role", "content"})
+_CONTENT = int(Part.CONTENT)
 _MARKER = "LMct{}z{}z"
 
 
@@ -220,7 +222,8 @@ def written_tokens(
     rendered: Rendered, encoded: Encoded, specials: SpecialTokens, marked: tuple[tuple[int, int], ...]
 ) -> np.ndarray:
     """Positions of the control tokens in ``encoded`` that the data wrote (not the template): inside a
-    message's content or reasoning span, or at a place :func:`data_written_spans` found (``marked``)."""
+    message's content span, or at a place :func:`data_written_spans` found (``marked``: reasoning, tool
+    calls, other fields, tools, template arguments)."""
     positions = np.flatnonzero(np.isin(encoded.ids, specials.ids))
     written = []
     seg_start = rendered.seg_start
@@ -235,7 +238,7 @@ def written_tokens(
         k = int(np.searchsorted(seg_start, a, side="right")) - 1
         if b > seg_start[k + 1] or rendered.seg_message[k] < 0:
             continue
-        if int(rendered.seg_part[k]) in _TEXT_PARTS:
+        if int(rendered.seg_part[k]) == _CONTENT:
             written.append(t)
     return np.array(written, dtype=np.int64)
 
