@@ -8,8 +8,8 @@ fields the message carries with text in them and the render does not show inside
 spans; the pipeline puts them in the sample's report, warns once per template and field, and
 refuses a trained reply whose tool calls are gone (``Policy(on_dropped_tool_calls=...)``).
 
-A field counts as shown when its text occurs in the text of the spans that name its message (a
-turn and its parts): the stripped text of ``content`` (each text part), ``reasoning_content``,
+A field counts as shown when its text occurs in the text from the first to the last span that
+names its message (a turn and its parts): the stripped text of ``content`` (each text part), ``reasoning_content``,
 ``name`` and ``tool_call_id``, and each tool call's function name. Text a template writes encoded
 as JSON (``| tojson``) is looked for in that form too. Images: the message's image parts against
 its image placeholder spans. Without an annotation, only messages whose turn the derivation located
@@ -47,26 +47,29 @@ def not_rendered(
             whose place the derivation did not locate (not one the template dropped), and there
             are no image spans to count.
     """
-    regions: dict[int, list[tuple[int, int]]] = {}
+    # Where each message's spans begin and end (its turn holds its parts; a part a template writes
+    # outside the turn, GLM's end of turn, widens it).
+    first: dict[int, int] = {}
+    last: dict[int, int] = {}
     images: dict[int, int] = {}
     for kind, message, start, end in rendered.spans:
         if message < 0:
             continue
-        regions.setdefault(message, []).append((start, end))
+        if start < first.get(message, start + 1):
+            first[message] = start
+        if end > last.get(message, -1):
+            last[message] = end
         if kind == _IMAGE:
             images[message] = images.get(message, 0) + 1
     text = rendered.text
     found: list[tuple[int, str]] = []
     for index, message in enumerate(messages):
-        where = regions.get(index)
-        if where is None:
-            if derived:
-                continue
-            shown = ""
-        elif len(where) == 1:
-            shown = text[where[0][0] : where[0][1]]
+        if index in first:
+            shown = _Region(text, first[index], last[index])
+        elif derived:
+            continue
         else:
-            shown = "\n".join(text[a:b] for a, b in _merged(where))
+            shown = _Region(text, 0, 0)
         content = message.get("content")
         if isinstance(content, str):
             if not _shows(shown, content):
@@ -98,7 +101,19 @@ def not_rendered(
     return tuple(found)
 
 
-def _shows(shown: str, value: str) -> bool:
+class _Region:
+    """``text[start:end]`` for ``in`` tests, without copying it."""
+
+    __slots__ = ("end", "start", "text")
+
+    def __init__(self, text: str, start: int, end: int):
+        self.text, self.start, self.end = text, start, end
+
+    def __contains__(self, needle: str) -> bool:
+        return self.text.find(needle, self.start, self.end) >= 0
+
+
+def _shows(shown: _Region, value: str) -> bool:
     """Whether ``value``'s text (stripped) is in ``shown``, as written or JSON-encoded; empty text is.
 
     Text that templates take apart at tags (Qwen3 moves what precedes ``</think>`` in a reply's
@@ -115,15 +130,3 @@ def _shows(shown: str, value: str) -> bool:
         return True
     pieces = [p.strip() for p in _TAG.split(needle)]
     return len(pieces) > 1 and all(p in shown for p in pieces if p)
-
-
-def _merged(regions: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """The regions with nested and overlapping ones merged (a turn span holds its parts' spans)."""
-    out: list[tuple[int, int]] = []
-    for start, end in sorted(regions):
-        if out and start <= out[-1][1]:
-            if end > out[-1][1]:
-                out[-1] = (out[-1][0], end)
-        else:
-            out.append((start, end))
-    return out

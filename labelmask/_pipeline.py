@@ -311,6 +311,7 @@ def _on_dropped(
     roles = conversation.roles
     assistant = int(Role.ASSISTANT)
     last_reply = max((m for m, role in enumerate(roles) if role == assistant), default=-1)
+    carried = [m for m, message in enumerate(conversation.messages) if message.get("reasoning_content")]
     skipped = list(message_ok)
     for m, field in dropped:
         if field != "tool_calls" or not message_ok[m] or policy.on_dropped_tool_calls == "train":
@@ -338,14 +339,19 @@ def _on_dropped(
         if not where:
             continue
         _WARNED_NOT_RENDERED.add((name, field))
-        if field == "reasoning" and last_reply not in where:
+        if field == "reasoning" and last_reply in where:
+            why = "it writes no reasoning for the last reply either, so no expansion brings it back"
+        elif field == "reasoning" and any((m, "reasoning") not in dropped for m in carried):
             why = (
                 "it writes reasoning for the last exchange only; to train every reasoning trace, mask each "
                 "exchange as the last turn: labelmask.mask_turns(), mask_dataset(..., expand='turns') or "
                 "Collator(..., expand='turns')"
             )
         elif field == "reasoning":
-            why = "it writes no reasoning for the last reply either, so no expansion brings it back"
+            why = (
+                "if it writes reasoning for the last exchange only, mask each exchange as the last turn "
+                "(mask_turns(), expand='turns'); if it writes none, it has no place for reasoning"
+            )
         else:
             why = _REMEDY[field]
         more = f" and {len(where) - 1} more" if len(where) > 1 else ""

@@ -316,3 +316,12 @@ def test_phi3_refuses_every_trained_reply_with_tool_calls(tokenizers, data):
     except labelmask.LabelmaskError:
         return
     assert not calls, out.text
+
+
+def test_a_template_with_no_place_for_reasoning_says_no_expansion_helps(tokenizers, fresh_warnings):
+    # Llama 3's template writes no reasoning at all, the last reply's included.
+    with pytest.warns(
+        NotRenderedWarning, match=r"'llama3'.*reasoning \(message 2\): it writes no reasoning for the last"
+    ):
+        out = labelmask.mask_conversation(reasoning_everywhere()[:3], tokenizers["llama3"])
+    assert out.report.not_rendered == ((2, "reasoning"),)
