@@ -32,6 +32,7 @@ FIELDS = ("content", "reasoning", "tool_calls", "images", "name", "tool_call_id"
 
 _IMAGE = int(Part.IMAGE)
 _TAG = re.compile(r"<[^<>\s]{1,40}>")
+_ESCAPED = re.compile(r'["\\\x00-\x1f]')  # characters JSON writes escaped
 _IMAGE_TYPES = frozenset({"image", "image_url"})
 
 
@@ -122,11 +123,14 @@ def _shows(shown: _Region, value: str) -> bool:
     needle = value.strip()
     if not needle or needle in shown:
         return True
-    encoded = json.dumps(needle, ensure_ascii=False)[1:-1]
-    if encoded != needle and encoded in shown:
-        return True
-    ascii_encoded = json.dumps(needle)[1:-1]
-    if ascii_encoded != encoded and ascii_encoded in shown:
-        return True
+    if _ESCAPED.search(needle) or not needle.isascii():
+        encoded = json.dumps(needle, ensure_ascii=False)[1:-1]
+        if encoded != needle and encoded in shown:
+            return True
+        ascii_encoded = json.dumps(needle)[1:-1]
+        if ascii_encoded != encoded and ascii_encoded in shown:
+            return True
+    if "<" not in needle:
+        return False
     pieces = [p.strip() for p in _TAG.split(needle)]
     return len(pieces) > 1 and all(p in shown for p in pieces if p)
