@@ -31,6 +31,7 @@ from tests.strategies import (
     mistral_conversations,
     reasoning_fields,
     without_placeholder_in_replies,
+    without_tool_calls,
 )
 
 
@@ -246,12 +247,12 @@ CASES = {
     # --- glm-4.5 and deepseek v3/r1: begin ---
     # R1-Distill: reasoning in content is cut from history (only what follows </think> is written);
     # tool calls are never rendered (only for content None, a key transformers drops), tool results are.
-    # R1's template writes a reply's tool calls only when its content is None (drops them beside text):
-    # masked as rendered here; tests/test_dropped.py has the default refusal.
+    # R1's template writes a reply's tool calls only when its content is None, and a message whose
+    # content is None reaches it without the key (as transformers passes it), which it cannot render:
+    # it never writes tool calls, so none are drawn (the default refuses them: tests/test_dropped.py).
     "deepseek-r1-distill": Case(
-        conversations(tools=True, tool_role=True, reasoning=True),
+        conversations(tools=True, tool_role=True, reasoning=True).map(without_tool_calls),
         "<｜end▁of▁sentence｜>",
-        policy=labelmask.Policy(on_dropped_tool_calls="train"),
     ),
     # DeepSeek-V3 concatenates tool-call arguments with text: JSON strings only.
     "deepseek-v3": Case(
@@ -371,13 +372,9 @@ CASES = {
     # --- lfm2: begin ---
     # LFM2 (Liquid AI): ChatML-like turns; a reply stops with <|im_end|> (its eos_token). The first
     # revision writes no tool calls (tool results and the tool list only).
-    # The first revision writes no tool_calls field (LFM2 expects calls written into the content):
-    # masked as rendered here; the default refuses such a reply (tests/test_dropped.py).
-    "lfm2": Case(
-        conversations(tools=True, tool_role=True),
-        "<|im_end|>",
-        policy=labelmask.Policy(on_dropped_tool_calls="train"),
-    ),
+    # The first revision writes no tool_calls field (LFM2 expects calls written into the content): none
+    # are drawn (the default refuses such a reply: tests/test_dropped.py, tests/test_family_lfm2.py).
+    "lfm2": Case(conversations(tools=True, tool_role=True).map(without_tool_calls), "<|im_end|>"),
     # The second revision writes tool calls, Pythonic, from mapping arguments only (strings raise).
     "lfm2-v2": Case(conversations(tools=True, tool_role=True, string_arguments=False), "<|im_end|>"),
     # LFM2.5: reasoning (<think>...</think>) from the message's reasoning field, under any of its names
