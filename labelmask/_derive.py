@@ -269,6 +269,8 @@ def _check_block_attribution(rendered: Rendered, conversation: Conversation, nam
     perturbed = [_perturbed(m) for m in messages]
     replies = [m for m, role in enumerate(roles) if role == _ASSISTANT]
     others = [m for m, role in enumerate(roles) if role != _ASSISTANT and perturbed[m] is not messages[m]]
+    if not replies:
+        return
 
     def render_with(changed: list[int]) -> Rendered | None:
         try:
