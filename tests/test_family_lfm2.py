@@ -211,3 +211,18 @@ def test_empty_thinking_is_written_by_the_first_lfm25_revision_only(tok):
     assert trained_runs(mask(tok("lfm2.5"), messages, "lfm2.5")) == ["<think></think>4.<|im_end|>"]
     for name in ("lfm2.5-v2", "lfm2.5-vl"):
         assert trained_runs(mask(tok(name), messages, name)) == ["4.<|im_end|>"]
+
+
+@pytest.mark.parametrize("name", ["lfm2.5", "lfm2.5-v2", "lfm2.5-vl"])
+def test_an_image_in_a_system_or_user_message_is_never_trained(tok, name):
+    # Found by the not_rendered report (an image part with no image span): the annotations marked a
+    # non-reply's <image> as content, so a policy training users or the system prompt trained it.
+    messages = [
+        {"role": "system", "content": [{"type": "image"}, {"type": "text", "text": "Describe."}]},
+        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is it?"}]},
+        {"role": "assistant", "content": "A cat."},
+    ]
+    every_role = labelmask.Policy(roles={"system", "user", "assistant"})
+    out = mask(tok(name), messages, name, policy=every_role)
+    assert out.report.not_rendered == ()
+    assert trained_runs(out) == ["Describe.<|im_end|>", "What is it?<|im_end|>", "A cat.<|im_end|>"]
