@@ -65,7 +65,10 @@ def turns_with(
         if not is_processor(processor):
             raise ConversationError("images= needs a multimodal processor; pass the model's processor.")
         messages = with_images(messages, processor, images)  # each example then carries its own images
-    role = [m.get("role") if isinstance(m, Mapping) else None for m in messages]
+    # Each message read once, as a plain dict copy: the roles that split the exchanges are the roles
+    # the checks and the template see (a mapping whose get() and items() disagree cannot tell two stories).
+    messages = [dict(m.items()) if isinstance(m, Mapping) else m for m in messages]
+    role = [m.get("role") if isinstance(m, dict) else None for m in messages]
     users = [i for i, r in enumerate(role) if r == "user"]
     bounds = list(zip(users, users[1:] + [len(messages)]))
     examples = []
@@ -76,7 +79,7 @@ def turns_with(
         end = replies[-1] + 1
         # Only the messages after this exchange's user message are trained: the history carries
         # "train": False, so the policy, the dropped-data checks and the report all see it as context.
-        history = [{**m, "train": False} if isinstance(m, Mapping) else m for m in messages[: start + 1]]
+        history = [{**m, "train": False} if isinstance(m, dict) else m for m in messages[: start + 1]]
         out = mask_with([*history, *messages[start + 1 : end]], processor, tools, inner)
         lost = tuple((m, field) for m, field in out.report.not_rendered if m > start)
         if lost != out.report.not_rendered:
