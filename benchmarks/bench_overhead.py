@@ -15,6 +15,10 @@ runs after a warm-up; the table gives the median ratio and the median totals.
 stock template too and compares). ``--check`` also times ``check="off"`` (the default,
 again), ``check="fast"`` and ``check="full"`` one after another on each conversation, and
 reports the fail-closed check's cost as the CPU-time ratio of each to ``"off"``, minus one.
+``--fallback`` times the fallback instead of the annotation: each template made unrecognisable
+(a trailing comment), so ``mask_conversation`` derives and verifies its spans per conversation
+(``docs/how-it-works.md``); conversations the fallback refuses are left out like those the stock
+template refuses.
 
 Templates: by default the four core fixtures; name others (test setups of ``tests/fixtures``,
 e.g. ``gpt-oss glm-4.5``) or pass ``--all`` for every annotated setup. Conversations a stock
@@ -24,7 +28,7 @@ reasoning and tool calls; templates that need a date or other argument get it fr
 
 Run from the repository root::
 
-    python benchmarks/bench_overhead.py [TEMPLATE ...] [--all] [--verify] [--check] [--runs 5]
+    python benchmarks/bench_overhead.py [TEMPLATE ...] [--all] [--verify] [--check] [--fallback] [--runs 5]
 """
 
 from __future__ import annotations
@@ -99,6 +103,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=200)
     parser.add_argument("--verify", action="store_true")
     parser.add_argument("--check", action="store_true", help="also time check='off', 'fast', 'full'")
+    parser.add_argument("--fallback", action="store_true", help="time the fallback (templates made unrecognisable)")
     parser.add_argument("templates", nargs="*", help="test setups to time (default: the four core ones)")
     parser.add_argument("--all", action="store_true", help="every annotated test setup")
     args = parser.parse_args()
@@ -114,6 +119,8 @@ def main() -> None:
     print(f"|---|---|---|---|---|---|{'---|' * (args.verify + 3 * args.check)}")
     for name in names:
         tokenizer = load_tokenizer(name)
+        if args.fallback:
+            tokenizer.chat_template += "{# not the registered revision #}"
         kwargs = KWARGS.get(name, {})
         rng = random.Random(0)
         rich = name not in ALTERNATE and name not in DEFAULT or name == "qwen3"

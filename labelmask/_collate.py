@@ -16,7 +16,8 @@ import numpy as np
 from labelmask._pipeline import check_options, check_template_kwargs
 from labelmask._policy import IGNORE_INDEX, Policy
 from labelmask._truncate import mask_with
-from labelmask.errors import OptionError
+from labelmask._turns import turns_with
+from labelmask.errors import NothingToTrainError, OptionError
 
 __all__ = ["Collator"]
 
@@ -77,6 +78,12 @@ class Collator:
         tools_key: The key of a raw feature's tools.
         images_key: The key of a raw feature's images.
         add_eos: For raw conversations, as in :func:`~labelmask.mask_conversation`.
+        expand: ``"turns"``: each raw conversation gives one sample per exchange, masked as
+            :func:`~labelmask.mask_turns` does (every reasoning trace trained where the
+            template shows it: see ``mask_dataset(expand=...)``). The batch then holds more
+            rows than features (the trainer's batch size counts conversations); a conversation
+            with no exchange raises :class:`~labelmask.NothingToTrainError`. ``None``: one
+            sample per feature.
         **template_kwargs: Passed to the template for raw conversations.
 
     Example:
@@ -100,6 +107,7 @@ class Collator:
         tools_key: str = "tools",
         images_key: str = "images",
         add_eos: bool | None = None,
+        expand: str | None = None,
         **template_kwargs: Any,
     ):
         tokenizer = getattr(processor, "tokenizer", processor) if not hasattr(processor, "pad_token_id") else processor
@@ -110,6 +118,8 @@ class Collator:
             raise OptionError(f"pad_to_multiple_of={pad_to_multiple_of!r}: use a positive int or None.")
         if return_tensors not in ("pt", "np"):
             raise OptionError(f"return_tensors={return_tensors!r}: use 'pt' or 'np'.")
+        if expand not in (None, "turns"):
+            raise OptionError(f"Collator(expand={expand!r}): use None (one sample per feature) or 'turns'.")
         # Checked once here, so a wrong option fails when the collator is made, not at the first batch.
         self.options = check_options(
             policy=policy, template=template, add_eos=add_eos, return_tensors="np", **template_kwargs
@@ -128,6 +138,7 @@ class Collator:
         self.tools_key = tools_key
         self.images_key = images_key
         self.add_eos = add_eos
+        self.expand = expand
         self.template_kwargs = template_kwargs
         # Padding positions are masked out and labelled -100, so the id only has to be a valid one.
         pad_id = getattr(tokenizer, "pad_token_id", None)
@@ -138,7 +149,7 @@ class Collator:
     def __call__(self, features: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         if not features:
             raise ValueError("Collator got an empty batch.")
-        samples = [self._sample(f, i) for i, f in enumerate(features)]
+        samples = [s for i, f in enumerate(features) for s in self._samples(f, i)]
         keys = ["input_ids", "labels"]
         if self.return_loss_weights and all("loss_weights" in s for s in samples):
             keys.append("loss_weights")
@@ -156,6 +167,27 @@ class Collator:
         for k in vision:
             batch[k] = _concatenate([s[k] for s in samples if k in s], k)
         return {k: self._tensor(v) for k, v in batch.items()}
+
+    def _samples(self, feature: Mapping[str, Any], index: int) -> list[dict[str, np.ndarray]]:
+        """The feature's sample, or with ``expand="turns"`` a raw conversation's samples, one per exchange."""
+        if not self.expand or not isinstance(feature, Mapping) or "input_ids" in feature:
+            return [self._sample(feature, index)]
+        if self.messages_key not in feature:
+            return [self._sample(feature, index)]  # raises, naming what the feature lacks
+        outs = turns_with(
+            feature[self.messages_key],
+            self.processor,
+            feature.get(self.tools_key),
+            self.options,
+            feature.get(self.images_key),
+        )
+        if not outs:
+            msg = (
+                f"Collator feature {index}: expand='turns' found no exchange (a user message followed by an "
+                "assistant reply) in its conversation, so it gives no sample. Filter such rows out first."
+            )
+            raise NothingToTrainError(msg)
+        return [{k: out[k] for k in out} for out in outs]
 
     def _sample(self, feature: Mapping[str, Any], index: int) -> dict[str, np.ndarray]:
         if not isinstance(feature, Mapping):

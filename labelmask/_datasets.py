@@ -29,13 +29,17 @@ from labelmask._pipeline import Options, check_on_error, check_options, check_te
 from labelmask._policy import Policy
 from labelmask._registry import REGISTRY
 from labelmask._truncate import mask_with
+from labelmask._turns import turns_with
 from labelmask._vision import is_processor
-from labelmask.errors import ConversationError, LabelmaskError, OptionError
+from labelmask.errors import ConversationError, LabelmaskError, NothingToTrainError, OptionError
 
 __all__ = ["MaskStats", "mask_dataset"]
 
 _OUTPUT = ("input_ids", "attention_mask", "labels")
 _REPORT = ("n_tokens", "n_trained", "n_cut")
+_NOT_RENDERED = "not_rendered"  # per row: "<message>:<field>" for each field the render does not show
+_EXPANDED = ("source_row", "exchange")  # expand="turns": the input row and the exchange's ordinal in it
+EXPAND_MODES = (None, "turns")
 _PROVENANCE = ("message_index", "role", "part")
 _ERROR_TYPE = "_labelmask_error_type"
 _ERROR = "_labelmask_error"
@@ -54,6 +58,11 @@ class MaskStats:
             dropped row (``"Row 17: ..."``).
         n_tokens: Tokens in the kept rows.
         n_trained: Trained tokens (label not -100) in the kept rows.
+        not_rendered: Fields of messages the template did not render, counted over the
+            kept rows by field (``{"reasoning": 812, "tool_call_id": 40}``; see
+            :attr:`MaskReport.not_rendered`): data neither seen nor trained.
+        n_examples: Rows in the output dataset per kept input row summed: ``n_kept``
+            unless ``expand="turns"`` gave one row per exchange.
     """
 
     n_rows: int
@@ -62,6 +71,8 @@ class MaskStats:
     first_error: dict[str, str]
     n_tokens: int
     n_trained: int
+    not_rendered: dict[str, int] = dataclasses.field(default_factory=dict)
+    n_examples: int | None = None
 
     @property
     def n_dropped(self) -> int:
@@ -69,10 +80,14 @@ class MaskStats:
 
     def __str__(self) -> str:
         why = ", ".join(f"{n} {name}" for name, n in sorted(self.dropped.items())) or "none"
-        return (
-            f"{self.n_kept}/{self.n_rows} rows kept ({self.n_dropped} dropped: {why}); "
-            f"{self.n_trained}/{self.n_tokens} tokens trained"
-        )
+        text = f"{self.n_kept}/{self.n_rows} rows kept ({self.n_dropped} dropped: {why}); "
+        if self.n_examples is not None and self.n_examples != self.n_kept:
+            text += f"{self.n_examples} examples (one per exchange); "
+        text += f"{self.n_trained}/{self.n_tokens} tokens trained"
+        if self.not_rendered:
+            lost = ", ".join(f"{n} {field}" for field, n in sorted(self.not_rendered.items()))
+            text += f"; not rendered by the template: {lost}"
+        return text
 
 
 def mask_dataset(
@@ -90,6 +105,7 @@ def mask_dataset(
     keep_provenance: bool = False,
     trust_structs: bool = False,
     load_from_cache_file: bool | None = None,
+    expand: str | None = None,
     **template_kwargs: Any,
 ) -> tuple[Any, MaskStats]:
     """Mask every conversation of a ``datasets.Dataset`` with :func:`mask_conversation`.
@@ -118,6 +134,15 @@ def mask_dataset(
             structs (see the module docstring: ``datasets`` fills keys missing from a
             row with ``None`` and widens ints to floats, which changes the rendered
             text). Off: such a dataset raises :class:`~labelmask.ConversationError`.
+        expand: ``None``: one output row per input row. ``"turns"``: one row per exchange (a
+            user message and the replies that answer it), masked as :func:`mask_turns` does:
+            the conversation up to the exchange's last reply, only that exchange trained. A
+            template that writes reasoning for the last exchange only (Qwen3, Qwen3.5+, DeepSeek
+            R1, gpt-oss) then trains every reasoning trace once, where masking whole
+            conversations trains the last one alone; the cost is the history rendered and
+            tokenized again per exchange (docs/policies.md gives the figures). Rows get
+            ``source_row`` (the input row's index) and ``exchange`` (the exchange's ordinal
+            among those with a reply); kept source columns are repeated per exchange.
         load_from_cache_file: Passed to ``Dataset.map``. The cache fingerprint is
             computed by labelmask from the input fingerprint, the tokenizer's
             vocabulary and chat template, the annotated templates known (shipped and
@@ -128,9 +153,10 @@ def mask_dataset(
 
     Returns:
         ``(masked, stats)``: the dataset with ``input_ids``, ``attention_mask``,
-        ``labels`` (lists of ints, ``-100`` where no loss), ``n_tokens``, ``n_trained``
-        and ``n_cut`` (tokens cut by ``max_length=``) per row (and the provenance columns when asked), in the input's
-        row order; and a :class:`MaskStats`.
+        ``labels`` (lists of ints, ``-100`` where no loss), ``n_tokens``, ``n_trained``,
+        ``n_cut`` (tokens cut by ``max_length=``) and ``not_rendered`` (``"<message>:<field>"``
+        for each field the template did not render) per row (and the provenance columns when
+        asked), in the input's row order; and a :class:`MaskStats`.
 
     Raises:
         LabelmaskError: with ``on_error="raise"``, the first failing row's error
@@ -142,6 +168,8 @@ def mask_dataset(
     import datasets
 
     check_on_error(on_error, ("raise", "drop"), "mask_dataset")
+    if expand not in EXPAND_MODES:
+        raise OptionError(f"mask_dataset(expand={expand!r}): use None (one row per conversation) or 'turns'.")
     if is_processor(processor):
         msg = (
             f"mask_dataset writes text columns only, and {type(processor).__name__} is a multimodal processor "
@@ -164,7 +192,8 @@ def mask_dataset(
         if unknown:
             raise KeyError(f"remove_columns names columns the dataset lacks: {unknown}")
     kept = [c for c in columns if c not in removed]
-    written = _OUTPUT + _REPORT + (_PROVENANCE if keep_provenance else ())
+    written = _OUTPUT + _REPORT + (_NOT_RENDERED,) + (_PROVENANCE if keep_provenance else ())
+    written += _EXPANDED if expand else ()
     clash = [c for c in kept if c in written]
     if clash:
         raise OptionError(f"Source columns {clash} would be overwritten by labelmask's output; remove or rename them.")
@@ -175,6 +204,9 @@ def mask_dataset(
     int32 = datasets.Value("int32")
     new_features = {name: datasets.List(int32) for name in _OUTPUT}
     new_features.update({name: datasets.Value("int64") for name in _REPORT})
+    new_features[_NOT_RENDERED] = datasets.List(datasets.Value("string"))
+    if expand:
+        new_features.update({name: datasets.Value("int64") for name in _EXPANDED})
     if keep_provenance:
         new_features.update({name: datasets.List(int32) for name in _PROVENANCE})
     if on_error == "drop":
@@ -189,6 +221,8 @@ def mask_dataset(
         on_error=on_error,
         keep_provenance=keep_provenance,
         registered=_registered(),
+        expand=expand,
+        kept=tuple(kept) if expand else (),
     )
     fingerprint = _fingerprint(dataset, masker, removed, batch_size)
     masked = dataset.map(
@@ -197,7 +231,8 @@ def mask_dataset(
         batch_size=batch_size,
         with_indices=True,
         num_proc=num_proc,
-        remove_columns=removed,
+        # One row per exchange: map needs every input column removed (the masker repeats the kept ones).
+        remove_columns=columns if expand else removed,
         features=features,
         new_fingerprint=fingerprint,
         load_from_cache_file=load_from_cache_file,
@@ -222,13 +257,22 @@ def mask_dataset(
                 desc="labelmask: dropping failed rows",
             )
         masked = masked.remove_columns([_ERROR_TYPE, _ERROR])
+    not_rendered: dict[str, int] = {}
+    for entries in masked[_NOT_RENDERED]:
+        for entry in entries:
+            field = entry.partition(":")[2]
+            not_rendered[field] = not_rendered.get(field, 0) + 1
+    n_examples = len(masked)
+    n_kept = len(dataset) - sum(dropped.values())
     stats = MaskStats(
         n_rows=len(dataset),
-        n_kept=len(masked),
+        n_kept=n_kept,
         dropped=dropped,
         first_error=first_error,
         n_tokens=sum(masked["n_tokens"]),
         n_trained=sum(masked["n_trained"]),
+        not_rendered=not_rendered,
+        n_examples=n_examples,
     )
     return masked, stats
 
@@ -248,37 +292,62 @@ class _Masker:
     on_error: str
     keep_provenance: bool
     registered: dict[str, Any]  # runtime registrations, re-made in a worker started by spawn
+    expand: str | None = None
+    kept: tuple[str, ...] = ()  # expand="turns": source columns repeated on each exchange's row
 
     def __call__(self, batch: Mapping[str, list], indices: list[int]) -> dict[str, list]:
         _sync_registry(self.registered)
-        names = _OUTPUT + _REPORT + (_PROVENANCE if self.keep_provenance else ())
+        arrays = _OUTPUT + (_PROVENANCE if self.keep_provenance else ())
+        names = arrays + _REPORT + (_NOT_RENDERED,) + (_EXPANDED + self.kept if self.expand else ())
         out: dict[str, list] = {name: [] for name in names}
         if self.on_error == "drop":
             out[_ERROR_TYPE] = []
             out[_ERROR] = []
         tools_rows = batch[self.tools_column] if self.tools_column else [None] * len(indices)
-        for row, messages, tools in zip(indices, batch[self.messages_column], tools_rows):
+        for k, (row, messages, tools) in enumerate(zip(indices, batch[self.messages_column], tools_rows)):
             try:
-                result = mask_with(_clean_messages(messages), self.processor, _clean_tools(tools), self.options)
+                results = self._mask(_clean_messages(messages), _clean_tools(tools))
             except LabelmaskError as exc:
                 exc.args = (f"Row {row}: {exc.args[0] if exc.args else ''}", *exc.args[1:])
                 exc.row = row
                 if self.on_error == "raise":
                     raise
                 for name in names:
-                    out[name].append(0 if name in _REPORT else [])
+                    out[name].append(0 if name in _REPORT or name in _EXPANDED else [])
+                for name in self.kept:
+                    out[name][-1] = batch[name][k]
                 out[_ERROR_TYPE].append(type(exc).__name__)
                 out[_ERROR].append(str(exc))
                 continue
-            for name in _OUTPUT + (_PROVENANCE if self.keep_provenance else ()):
-                out[name].append(result[name].tolist())
-            out["n_tokens"].append(result.report.n_tokens)
-            out["n_trained"].append(result.report.n_trained)
-            out["n_cut"].append(result.report.n_cut)
-            if self.on_error == "drop":
-                out[_ERROR_TYPE].append(None)
-                out[_ERROR].append(None)
+            for exchange, result in enumerate(results):
+                for name in arrays:
+                    out[name].append(result[name].tolist())
+                report = result.report
+                out["n_tokens"].append(report.n_tokens)
+                out["n_trained"].append(report.n_trained)
+                out["n_cut"].append(report.n_cut)
+                out[_NOT_RENDERED].append([f"{m}:{field}" for m, field in report.not_rendered])
+                if self.expand:
+                    out["source_row"].append(row)
+                    out["exchange"].append(exchange)
+                    for name in self.kept:
+                        out[name].append(batch[name][k])
+                if self.on_error == "drop":
+                    out[_ERROR_TYPE].append(None)
+                    out[_ERROR].append(None)
         return out
+
+    def _mask(self, messages: Any, tools: Any) -> list[Any]:
+        if not self.expand:
+            return [mask_with(messages, self.processor, tools, self.options)]
+        results = turns_with(messages, self.processor, tools, self.options)
+        if not results:
+            msg = (
+                "expand='turns' found no exchange (a user message followed by an assistant reply) in this "
+                "conversation, so it gives no example. Drop the row, or mask it whole (expand=None)."
+            )
+            raise NothingToTrainError(msg)
+        return results
 
 
 def _without_none(value: Any) -> Any:
@@ -393,6 +462,7 @@ def _fingerprint(dataset: Any, masker: _Masker, removed: list[str], batch_size: 
         repr(dataclasses.replace(masker.options, policy=None, template_kwargs=None)),
         masker.on_error,
         masker.keep_provenance,
+        masker.expand,
         repr(sorted(masker.options.template_kwargs.items())),
         removed,
         batch_size,

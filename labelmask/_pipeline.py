@@ -27,6 +27,7 @@ import numpy as np
 
 from labelmask._align import first_tokens, generated_segments
 from labelmask._derive import derive
+from labelmask._dropped import FIELDS, not_rendered
 from labelmask._edit import apply_edits, eos_edits, shift_spans
 from labelmask._encode import Encoded, backend_of, encode, special_tokens
 from labelmask._guard import (
@@ -51,6 +52,8 @@ from labelmask.errors import (
     ConversationError,
     NoEndOfTurnWarning,
     NothingToTrainError,
+    NotRenderedError,
+    NotRenderedWarning,
     OptionError,
     TemplateNotFoundError,
     TemplateRaisedError,
@@ -315,6 +318,7 @@ class Staged(NamedTuple):
     escape: bool = False  # encode injected control tokens as plain text
     message_ok: list = []  # which messages the policy trains (_policy.trained_messages)
     runs: Any = None  # _policy.Runs of the render, made before tokenizing; None: make them when finishing
+    not_rendered: tuple = ()  # (message, field) the render does not show (_dropped.not_rendered)
     marked: tuple = ()  # character spans of control tokens the data wrote outside content (_guard.data_written_spans)
 
 
@@ -343,6 +347,7 @@ def render_step(messages: Any, processor: Any, tokenizer: Any, tools: Any, optio
         rendered = _render_annotated(annotated, stock_source, variables, len(conversation.messages), options.verify)
     # Template arguments are data, but for the tokenizer's own bos_token and the like.
     data_kwargs = {k: v for k, v in variables.items() if k in template_kwargs and k not in tokenizer.special_tokens_map}
+    dropped = not_rendered(conversation.messages, rendered, derived=annotated is None)
     injected = control_tokens_in(tokenizer, conversation, options.control_tokens, name, data_kwargs)
     marked: tuple = ()
     if injected:
@@ -363,11 +368,103 @@ def render_step(messages: Any, processor: Any, tokenizer: Any, tools: Any, optio
     # What the policy trains is decided per run of text before tokenizing; the tokens only place it.
     # (A processor expands image placeholders first, which moves the runs: planned after that.)
     message_ok = trained_messages(policy, conversation.roles, conversation.train)
+    if dropped:
+        message_ok = _on_dropped(dropped, conversation, message_ok, policy, name)
     runs = None
     if not is_processor(processor):
         runs = plan_runs(rendered, generated_segments(rendered, conversation.roles), message_ok, policy)
-    staged = Staged(conversation, rendered, name, method, n_eos, annotated, tuple(injected), escape, message_ok, runs)
-    return staged._replace(marked=marked) if marked else staged
+    return Staged(
+        conversation,
+        rendered,
+        name,
+        method,
+        n_eos,
+        annotated,
+        tuple(injected),
+        escape,
+        message_ok,
+        runs,
+        dropped,
+        marked,
+    )
+
+
+# (template, field) pairs already warned about (once per process each).
+_WARNED_NOT_RENDERED: set[tuple[str, str]] = set()
+_REMEDY = {
+    "content": "the template does not write this text (some drop a whole tool result, some a reply's text "
+    "when it makes tool calls)",
+    "tool_calls": "the reply renders without them, as if the model had made no call",
+    "images": "the template writes no image placeholder for it, so the model never sees the image",
+    "name": "the model never sees it (for a tool result: which tool answered)",
+    "tool_call_id": "the model never sees it (most templates match results to calls by order)",
+}
+
+
+def _on_dropped(
+    dropped: tuple[tuple[int, str], ...], conversation: Any, message_ok: list[bool], policy: Policy, name: str
+) -> list[bool]:
+    """Refuse or skip trained replies whose tool calls are not rendered; warn once per template and field.
+
+    Returns:
+        ``message_ok``, with the replies ``Policy(on_dropped_tool_calls="skip")`` leaves untrained.
+    """
+    roles = conversation.roles
+    assistant = int(Role.ASSISTANT)
+    last_reply = max((m for m, role in enumerate(roles) if role == assistant), default=-1)
+    carried = [m for m, message in enumerate(conversation.messages) if message.get("reasoning_content")]
+    skipped = list(message_ok)
+    for m, field in dropped:
+        if field != "tool_calls" or not message_ok[m] or policy.on_dropped_tool_calls == "train":
+            continue
+        if policy.on_dropped_tool_calls == "skip":
+            skipped[m] = False
+            continue
+        calls = conversation.messages[m].get("tool_calls") or []
+        names = [c.get("function", c).get("name") for c in calls if isinstance(c, dict)]
+        msg = (
+            f"Message {m}: template {name!r} does not render this reply's tool calls ({', '.join(map(str, names))}), "
+            "so it would be trained as the reply the template shows (without them, then its end of turn): "
+            "a reply the model never gave. Pass Policy(on_dropped_tool_calls='skip') to leave such replies "
+            "untrained and keep the sample, or 'train' to train them as rendered; or use a template that renders "
+            "tool calls."
+        )
+        raise NotRenderedError(msg, field="tool_calls", message_index=m, template=name)
+    lines = []
+    for field in sorted({f for _, f in dropped}, key=FIELDS.index):
+        if (name, field) in _WARNED_NOT_RENDERED:
+            continue
+        # The reasoning of a reply the sample does not train is history, which templates that drop it
+        # leave out at inference too: nothing is lost for this sample.
+        where = [m for m, f in dropped if f == field and (f != "reasoning" or message_ok[m])]
+        if not where:
+            continue
+        _WARNED_NOT_RENDERED.add((name, field))
+        if field == "reasoning" and last_reply in where:
+            why = "it writes no reasoning for the last reply either, so no expansion brings it back"
+        elif field == "reasoning" and any((m, "reasoning") not in dropped for m in carried):
+            why = (
+                "it writes reasoning for the last exchange only; to train every reasoning trace, mask each "
+                "exchange as the last turn: labelmask.mask_turns(), mask_dataset(..., expand='turns') or "
+                "Collator(..., expand='turns')"
+            )
+        elif field == "reasoning":
+            why = (
+                "if it writes reasoning for the last exchange only, mask each exchange as the last turn "
+                "(mask_turns(), expand='turns'); if it writes none, it has no place for reasoning"
+            )
+        else:
+            why = _REMEDY[field]
+        more = f" and {len(where) - 1} more" if len(where) > 1 else ""
+        lines.append(f"{field} (message {where[0]}{more}): {why}")
+    if lines:
+        msg = (
+            f"Template {name!r} does not render what these messages carry, so it is neither seen nor trained: "
+            + "; ".join(lines)
+            + ". Each sample's report.not_rendered lists what it lost (warned once per template and field)."
+        )
+        warnings.warn(msg, NotRenderedWarning, stacklevel=6)
+    return skipped
 
 
 def finish_step(
@@ -424,6 +521,7 @@ def finish_step(
         n_images=n_images,
         n_eos_added=n_eos,
         n_control_tokens=len(staged.injected),
+        not_rendered=staged.not_rendered,
     )
     if n_trained == 0 and policy.on_empty == "raise":
         trained_roles = ", ".join(sorted(policy.roles))

@@ -65,6 +65,12 @@ class Policy:
             the model skips thinking there, and training the block teaches it to (users of
             hybrid-thinking models report thinking eroded by such samples). Turn it on to
             train a model that answers without thinking on such data.
+        on_dropped_tool_calls: A trained reply carries tool calls its template does not render
+            (Phi-3's drops them all, so the reply renders empty and its end of turn would
+            teach the model to answer nothing): ``"raise"``
+            :class:`~labelmask.errors.NotRenderedError` (the default), ``"skip"`` the reply
+            (left untrained, the sample kept) or ``"train"`` it as the template renders it.
+            Either way the report's ``not_rendered`` lists it.
         last_turn_only: Train only the last message whose role is in ``roles``
             (usually the final assistant reply); earlier ones get no loss. An
             assistant message that makes tool calls and the reply after their
@@ -93,6 +99,7 @@ class Policy:
     on_empty: Literal["raise", "keep"] = "raise"
     last_turn_only: bool = False
     empty_reasoning: bool = False
+    on_dropped_tool_calls: Literal["raise", "skip", "train"] = "raise"
 
     def __post_init__(self) -> None:
         if not isinstance(self.roles, (str, frozenset, set, list, tuple)):
@@ -107,6 +114,9 @@ class Policy:
             raise OptionError(f"Policy(straddle={self.straddle!r}): use 'train' or 'drop'.")
         if self.on_empty not in ("raise", "keep"):
             raise OptionError(f"Policy(on_empty={self.on_empty!r}): use 'raise' or 'keep'.")
+        if self.on_dropped_tool_calls not in ("raise", "skip", "train"):
+            msg = f"Policy(on_dropped_tool_calls={self.on_dropped_tool_calls!r}): use 'raise', 'skip' or 'train'."
+            raise OptionError(msg)
 
     @functools.cached_property
     def _tables(self) -> tuple[np.ndarray, np.ndarray]:

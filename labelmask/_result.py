@@ -45,6 +45,11 @@ class MaskReport:
         n_eos_added: EOS tokens written after replies by ``add_eos=True``.
         n_control_tokens: Control-token strings found in the conversation's text (see
             ``control_tokens=``): never trained; kept, escaped, or refused.
+        not_rendered: ``(message index, field)`` for each field a message carries with text
+            in it and the render does not show, in message order: ``"content"``,
+            ``"reasoning"``, ``"tool_calls"``, ``"images"``, ``"name"``, ``"tool_call_id"``
+            (Qwen3 writes the reasoning of the last exchange only; Phi-3 no tool calls).
+            What is not rendered is neither seen nor trained.
     """
 
     template: str
@@ -58,6 +63,7 @@ class MaskReport:
     n_images: int = 0
     n_eos_added: int = 0
     n_control_tokens: int = 0
+    not_rendered: tuple[tuple[int, str], ...] = ()
 
 
 class MaskedConversation(Mapping):

@@ -15,13 +15,14 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from labelmask._mask import MaskedConversation, mask_conversation
-from labelmask._policy import IGNORE_INDEX, Policy
-from labelmask._result import array, relabel
-from labelmask._vision import attach_images, is_processor
-from labelmask.errors import ConversationError, NothingToTrainError, OptionError
+from labelmask._pipeline import Options, check_options, with_images
+from labelmask._policy import Policy
+from labelmask._result import MaskedConversation, with_report
+from labelmask._truncate import mask_with
+from labelmask._vision import is_processor
+from labelmask.errors import ConversationError, NothingToTrainError
 
-__all__ = ["mask_turns"]
+__all__ = ["mask_turns", "turns_with"]
 
 
 def mask_turns(
@@ -35,6 +36,10 @@ def mask_turns(
     their tool calls; tool results stay untrained as usual). Exchanges without an
     assistant reply give no example. Arguments as for :func:`mask_conversation`.
 
+    Each example's ``report.not_rendered`` lists what its exchange's own messages lose;
+    the history is reported by the examples that train it (Qwen3's earlier reasoning,
+    dropped from every later example, is shown and trained in its own).
+
     Returns:
         One :class:`MaskedConversation` per exchange with a reply, in order; each
         report's ``n_trained`` counts that exchange's trained tokens.
@@ -43,19 +48,27 @@ def mask_turns(
         NothingToTrainError: an exchange trains nothing, or there is no exchange with a reply
             (``Policy(on_empty="keep")`` keeps the exchange, or returns ``[]``).
     """
-    if not isinstance(messages, list):
-        raise ConversationError(f"messages must be a list of message mappings, not {type(messages).__name__}.")
-    user_policy = policy if policy is not None else Policy()
-    if not isinstance(user_policy, Policy):
-        raise OptionError(f"policy must be a labelmask.Policy, not {type(user_policy).__name__}")
-    inner = dataclasses.replace(user_policy, on_empty="keep")
+    tools = kwargs.pop("tools", None)
     images = kwargs.pop("images", None)
+    options = check_options(policy=policy, **kwargs)
+    return turns_with(messages, processor, tools, options, images)
+
+
+def turns_with(
+    messages: Any, processor: Any, tools: Any, options: Options, images: Any = None
+) -> list[MaskedConversation]:
+    """:func:`mask_turns` with checked options (also ``mask_dataset(expand="turns")`` and the collator's)."""
+    if isinstance(messages, (str, bytes, Mapping)) or not isinstance(messages, list):
+        raise ConversationError(f"messages must be a list of message mappings, not {type(messages).__name__}.")
+    user_policy = options.policy
+    inner = dataclasses.replace(options, policy=dataclasses.replace(user_policy, on_empty="keep"))
     if images is not None:
         if not is_processor(processor):
             raise ConversationError("images= needs a multimodal processor; pass the model's processor.")
-        messages = attach_images(messages, images)  # each example then carries its own images
-    # Each message read once as a plain dict, as mask_conversation reads it (a mapping subclass included).
-    messages = [dict(m.items()) if isinstance(m, Mapping) and type(m) is not dict else m for m in messages]
+        messages = with_images(messages, processor, images)  # each example then carries its own images
+    # Each message read once, as a plain dict copy: the roles that split the exchanges are the roles
+    # the checks and the template see (a mapping whose get() and items() disagree cannot tell two stories).
+    messages = [dict(m.items()) if isinstance(m, Mapping) else m for m in messages]
     role = [m.get("role") if isinstance(m, dict) else None for m in messages]
     users = [i for i, r in enumerate(role) if r == "user"]
     bounds = list(zip(users, users[1:] + [len(messages)]))
@@ -65,13 +78,14 @@ def mask_turns(
         if not replies:
             continue
         end = replies[-1] + 1
-        out = mask_conversation(messages[:end], processor, policy=inner, **kwargs)
-        # Only the messages after this exchange's user message are trained.
-        labels = array(out, "labels").copy()
-        labels[array(out, "message_index") <= start] = IGNORE_INDEX
-        out = relabel(out, labels)
-        n_trained = out.report.n_trained
-        if n_trained == 0 and user_policy.on_empty == "raise":
+        # Only the messages after this exchange's user message are trained: the history carries
+        # "train": False, so the policy, the dropped-data checks and the report all see it as context.
+        history = [{**m, "train": False} if isinstance(m, dict) else m for m in messages[: start + 1]]
+        out = mask_with([*history, *messages[start + 1 : end]], processor, tools, inner)
+        lost = tuple((m, field) for m, field in out.report.not_rendered if m > start)
+        if lost != out.report.not_rendered:
+            out = with_report(out, not_rendered=lost)
+        if out.report.n_trained == 0 and user_policy.on_empty == "raise":
             msg = (
                 f"Nothing to train in the exchange starting at message {start} (template {out.report.template!r}): "
                 "its replies give no trained token under the policy. Drop it, or pass Policy(on_empty='keep')."

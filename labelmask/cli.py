@@ -388,6 +388,7 @@ def _stats(args: argparse.Namespace) -> int:
     per_role: dict[str, list[int]] = {name: [0, 0] for name in _view.ROLE_NAMES.values()}
     n_rows = n_truncated = n_empty = n_tokens = n_trained = n_cut = 0
     errors: dict[str, list] = {}
+    not_rendered: dict[str, list[int]] = {}  # field -> [messages, samples]
     disable = {"auto": None, "always": False, "never": True}[args.progress]
     # delay: a progress bar appears only on runs long enough to want one.
     for where, value in tqdm(records, desc="masking", unit="row", disable=disable, delay=args.progress_delay):
@@ -406,6 +407,10 @@ def _stats(args: argparse.Namespace) -> int:
         n_cut += report.n_cut
         n_truncated += report.n_cut > 0
         n_empty += report.n_trained == 0
+        for field in {f for _, f in report.not_rendered}:
+            counts = not_rendered.setdefault(field, [0, 0])
+            counts[0] += sum(1 for _, f in report.not_rendered if f == field)
+            counts[1] += 1
         for count in _view.role_counts(out):
             per_role[count.role][0] += count.tokens
             per_role[count.role][1] += count.trained
@@ -427,6 +432,8 @@ def _stats(args: argparse.Namespace) -> int:
     limit = f" (max_length={args.max_length}, truncation={args.truncation})" if args.max_length else ""
     print(f"samples truncated: {n_truncated}{limit}, {n_cut} tokens cut")
     print(f"samples with nothing to train: {n_empty}")
+    for field, (n_messages, n_samples) in sorted(not_rendered.items()):
+        print(f"not rendered by the template, {field}: {n_messages} messages in {n_samples} samples")
     for name, (n, first) in sorted(errors.items()):
         print(f"samples refused, {name}: {n} (first: {first})")
     return 0

@@ -15,10 +15,12 @@ callers that do not know labelmask::
     │   └── RenderParityError                                annotated render != stock render
     ├── TokenizerError(LabelmaskError, TypeError)            the tokenizer cannot give offsets
     ├── NothingToTrainError(LabelmaskError, ValueError)      the policy trains no token
+    ├── NotRenderedError(LabelmaskError, ValueError)         the template drops what a trained reply carries
     ├── TruncationError(LabelmaskError, ValueError)          the sample cannot be cut to max_length as asked
     └── MaskCheckError(LabelmaskError, RuntimeError)         the fail-closed check refused the labels
 
     NoEndOfTurnWarning(UserWarning)                          the template writes no end of turn after replies
+    NotRenderedWarning(UserWarning)                          the template drops a field messages carry
 
 Errors carry their context as attributes (``message_index``, ``template``,
 ``span``) as well as in the message, so a data pipeline can log or count them.
@@ -33,6 +35,8 @@ __all__ = [
     "LabelmaskError",
     "NoEndOfTurnWarning",
     "MaskCheckError",
+    "NotRenderedError",
+    "NotRenderedWarning",
     "NothingToTrainError",
     "OptionError",
     "RenderParityError",
@@ -126,6 +130,26 @@ class TokenizerError(LabelmaskError, TypeError):
 
 class NothingToTrainError(LabelmaskError, ValueError):
     """The policy leaves no token of the sample trained (every label would be -100)."""
+
+
+class NotRenderedError(LabelmaskError, ValueError):
+    """A trained reply carries tool calls its template does not render (Phi-3's drops them): trained,
+    the reply the template shows (empty, then its end of turn) would teach the model to answer nothing.
+    ``Policy(on_dropped_tool_calls="skip")`` leaves such replies untrained instead.
+
+    Attributes:
+        field: What the template dropped (``"tool_calls"``).
+    """
+
+    def __init__(self, msg: str, *, field: str, message_index: int | None = None, template: str | None = None):
+        super().__init__(msg, message_index=message_index, template=template)
+        self.field = field
+
+
+class NotRenderedWarning(UserWarning):
+    """The chat template does not render a field the conversation's messages carry (earlier replies'
+    reasoning, tool calls, a tool result's name or id): that data is neither seen nor trained. Warned
+    once per template and field; each sample's report lists what it lost (``report.not_rendered``)."""
 
 
 class TruncationError(LabelmaskError, ValueError):

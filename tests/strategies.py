@@ -229,6 +229,20 @@ def json_arguments(conversation: tuple[list[dict], list[dict] | None]) -> tuple[
     return out, tools
 
 
+def without_tool_calls(conversation: tuple[list[dict], list[dict] | None]) -> tuple[list[dict], list[dict] | None]:
+    """The conversation with the replies' tool calls removed (their text kept, "" where they had none),
+    for a template that writes no tool calls: it would render them as empty replies, which labelmask
+    refuses by default (tests/test_dropped.py)."""
+    messages, tools = conversation
+    out = []
+    for m in messages:
+        if m.get("tool_calls"):
+            m = {k: v for k, v in m.items() if k != "tool_calls"}
+            m["content"] = m.get("content") or ""
+        out.append(m)
+    return out, tools
+
+
 @st.composite
 def cohere2_conversations(draw) -> tuple[list[dict], None]:
     """Alternating user/assistant conversations with system messages anywhere, as Cohere2's template

@@ -313,6 +313,19 @@ def test_stats_counts_truncated_samples_and_shows_progress(capsys, qwen3):
     assert "samples refused, TruncationError: 2 (first: " in out
 
 
+def test_stats_counts_what_the_template_does_not_render(capsys, qwen3, tmp_path):
+    # Qwen3 writes the reasoning of the last exchange only: two of three traces are lost.
+    exchange = [
+        {"role": "user", "content": "q"},
+        {"role": "assistant", "content": "a", "reasoning_content": "why"},
+    ]
+    data = tmp_path / "reasoning.jsonl"
+    data.write_text(json.dumps({"messages": exchange * 3}) + "\n" + json.dumps({"messages": exchange}) + "\n")
+    status, out, err = run(capsys, "stats", data, qwen3)
+    assert status == 0, err
+    assert "not rendered by the template, reasoning: 2 messages in 1 samples" in out
+
+
 def test_stats_errors_are_clear_with_exit_status_2(capsys, qwen3, tmp_path):
     status, _, err = run(capsys, "stats", tmp_path / "none.jsonl", qwen3)
     assert status == 2 and "none.jsonl: no such file" in err

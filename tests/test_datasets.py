@@ -62,7 +62,8 @@ def plain():
 def test_rows_equal_mask_conversation(qwen3, plain):
     masked, stats = mask_dataset(plain, qwen3, batch_size=5, keep_provenance=True)
     assert masked.column_names == [
-        "input_ids", "attention_mask", "labels", "n_tokens", "n_trained", "n_cut", "message_index", "role", "part"
+        "input_ids", "attention_mask", "labels", "n_tokens", "n_trained", "n_cut", "not_rendered",
+        "message_index", "role", "part",
     ]  # fmt: skip
     assert len(masked) == stats.n_rows == stats.n_kept == 24
     assert stats.dropped == {}
@@ -71,6 +72,7 @@ def test_rows_equal_mask_conversation(qwen3, plain):
         for key in ("input_ids", "attention_mask", "labels", "message_index", "role", "part"):
             assert row[key] == expected[key], key
         assert (row["n_tokens"], row["n_trained"]) == (expected.report.n_tokens, expected.report.n_trained)
+        assert row["not_rendered"] == [f"{m}:{field}" for m, field in expected.report.not_rendered]
     assert stats.n_tokens == sum(masked["n_tokens"])
     assert stats.n_trained == sum(masked["n_trained"])
 
@@ -114,10 +116,13 @@ def test_remove_columns(qwen3, plain):
         "n_tokens",
         "n_trained",
         "n_cut",
+        "not_rendered",
     ]
     assert kept["messages"] == plain["messages"]
     some, _ = mask_dataset(plain, qwen3, remove_columns=["messages"])
-    assert some.column_names == ["id", "input_ids", "attention_mask", "labels", "n_tokens", "n_trained", "n_cut"]
+    assert some.column_names == [
+        "id", "input_ids", "attention_mask", "labels", "n_tokens", "n_trained", "n_cut", "not_rendered"
+    ]  # fmt: skip
     assert some["id"] == list(range(24))
     with pytest.raises(KeyError, match="lacks"):
         mask_dataset(plain, qwen3, remove_columns=["nope"])

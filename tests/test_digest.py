@@ -82,30 +82,33 @@ def corpus(name: str) -> list[tuple[list[dict], list | None]]:
 
 
 # The templates annotated when the digests were recorded, by test setup (tests/fixtures), and the
-# digest of each one's outputs.
+# digest of each one's outputs. Re-recorded on purpose once: chatml, idefics3, llava-1.5, llama3, phi3,
+# phi3.5, qwen2.5-vl and smolvlm write no tool calls, and a trained reply carrying some now raises
+# NotRenderedError (issue 18). With Policy(on_dropped_tool_calls="train") added to every policy below,
+# all eight gave the digests recorded before, so nothing else changed.
 DIGESTS = {
-    "chatml": "1b1d706d333f4b41203b6392523e38a9abeae25daffabe5143be3e20efb972b7",
+    "chatml": "b39ba36823d49dd67ca6d614c451fa28715358f6d03769f8e08bb279c2c1ffeb",
     "gemma": "b090f55ab5307b730044ae078618a4bb55a53db51009a4b1cb58b762d4422bfc",
     "gemma3": "8df4dcaec930fabe14bff15ab82b861f581462694414c8036555d61b33b11fd7",
-    "idefics3": "af042a7dce2c3c840ccff48bc102a8e00960d77ce6ead4d277b6f1651ce41093",
-    "llama3": "082de1914980a8218affb33861c2faa7d26b5f4945b8a4efcdc53d2cd80e91e5",
+    "idefics3": "9caddd39be0c5a53d5e18e51bbe413baa4e65bb88446210a5708f8eb56dd3e4a",
+    "llama3": "e995842d2c83e413f165765f0a906b54a0834942ac51c0aa7bff231f4d08b1f8",
     "llama3.1": "333453b0bc947848cbdb596450d2dde74bc1578f436e6dd65a9e5b3e6b97a9dd",
     "llama3.1-builtin": "927374698ac6b63b242eb71eb9fc8ecd40d723f51c3adbfa3522c1b81a97bad7",
     "llama3.2": "1a4b826f114eca0d2180789ae199a68a9ba78d3027ffe56473c259efa7688d5a",
-    "llava-1.5": "f64e7bcd81220bccbd3f32d46dd37259d3c7e7355240d905e3a449aa049e64c3",
+    "llava-1.5": "c23956c813dfa2f54b1d6ea9bdfcb0907847475697c500281aa7b5a57fcf1565",
     "llava-next": "5000d9b84b723b146043a436c7c26d5c83f3386c018fe8a0f7ec11c44d2ef3c9",
     "mistral-v1": "858f915765a94ed40b195ad8e43e38931e7f89c2a11a52809693702d44e54a4b",
     "mistral-v3": "9b5916626c6d00e69db8b91f301be8732dac967ce0100e047d7309eb54bcd7af",
     "mistral-v3-tekken": "b43e6e0c84d367c01831392f93379b565e6175a934aacc3168641ccdb58a8a60",
     "mistral-v7": "06fb2b50589cf39ea545e229a43923a88fb1ea91b55371e75fd2f26306145a49",
-    "phi3": "25075e258ac7dea59856ccc2ec00e0529d8ea493aea6586abb701e91b962893a",
-    "phi3.5": "15267d7f411feba403ff327cfaac26d2e3c62e8e41d038c59c07a7858862939f",
+    "phi3": "ceea31615f25c2f84f107f1754e338d21ae19cbd82c416ca6513ea6d2590934d",
+    "phi3.5": "67c667fc6afb26962ead1ee81bdb63fa00fd019314463e5cc8183adffeef3b62",
     "qwen2.5": "38c2f4ceecf6a67b34632a5a945c46b76fc4cacc3cd4aee93dc0d61b152620f3",
-    "qwen2.5-vl": "1fa1a3b0a9cb6d2feb7f65b81f500620320f5fb7956d7daa74350455c9d11da2",
+    "qwen2.5-vl": "27c4f780418be7b6eedc25fd92eb00b9a43ae8baa0219ec838452de0aaccb02c",
     "qwen3": "065cc222b88b6eebb6b6065caf4672f3f7b47ee4618ff718c5ef0e9626e57895",
     "qwen3-instruct-2507": "bc229feb67655a0fc874cb146a67352f97544ef8d952c1ea848bf8b4a7b3a5e4",
     "qwen3-trl": "9996abfa14704aeeec9aad3d36a0b784d85f4704792af1a97c3935e67a2a0baf",
-    "smolvlm": "d0a8a7bb7111e12a58eb091a4f5f54ea5f68f1d69c445d5ab2dc05e158779e4a",
+    "smolvlm": "ea75fa4d910511f3fefda5569aff88be0f6e6d0cfedef9d9230638d9250fd2e5",
 }
 ALTERNATE = {"gemma", "gemma3", "mistral-v1", "mistral-v3", "mistral-v7", "mistral-v3-tekken", "llava-next"}
 TOOL_TEMPLATES = {"qwen3", "qwen3-trl", "qwen2.5", "qwen3-instruct-2507", "llama3.1", "llama3.2", "mistral-v3"}

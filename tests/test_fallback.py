@@ -368,3 +368,282 @@ def test_trl_training_templates_train_their_generation_blocks(file, data):
         trained[a:b] |= label != labelmask.IGNORE_INDEX
     differ = np.flatnonzero(flagged != trained)
     assert len(differ) == 0 or out.report.n_boundary_dropped + out.report.n_straddle > 0, out.text[differ[0] :][:40]
+
+
+# --- Attribution: derived spans train only the reply's own text (issue 18, point 3) --------
+
+# A ChatML-like template whose assistant turn writes another message's text: the text of the
+# latest earlier message of role SOURCE (the user's question, the system prompt, a tool result,
+# an earlier reply), at a PLACE in the turn.
+_ECHO_MACRO = (
+    "{% macro echo(i) %}{% set ns = namespace(text='') %}{% for p in messages[:i] %}"
+    "{% if p.role == '@SOURCE' and p.content is string %}{% set ns.text = p.content %}{% endif %}"
+    "{% endfor %}{{ ns.text }}{% endmacro %}"
+)
+ECHO_PLACES = ("header", "before", "middle", "after", "after_eot")
+
+
+def echo_template(source: str, place: str, blocks: str) -> str:
+    """The template echoing ``source`` at ``place``; ``blocks``: no {% generation %} tags,
+    tags around the reply's own text and end of turn only ("own"), or around the whole turn
+    after its header, echo included ("all")."""
+    echo = "{{ echo(loop.index0) }}"
+    content = "(m.content if m.content is string else '')"
+    half = f"({content}|length // 2)"
+    header = f" (re: {echo})" if place == "header" else ""
+    # The assistant turn after its header, as (template text, is an echo) pieces.
+    if place == "middle":
+        pieces = [(f"{{{{ {content}[:{half}] }}}}", False), (echo, True), (f"{{{{ {content}[{half}:] }}}}", False)]
+    else:
+        pieces = [(f"{{{{ {content} }}}}", False)]
+    if place == "before":
+        pieces.insert(0, (echo + "\n", True))
+    if place == "after":
+        pieces.append(("\n" + echo, True))
+    pieces.append(("<|im_end|>", False))
+    pieces.append(("\n" + (f"[reminder: {echo}]\n" if place == "after_eot" else ""), place == "after_eot"))
+    if blocks == "all":
+        body = "{% generation %}" + "".join(p for p, _ in pieces) + "{% endgeneration %}"
+    elif blocks == "own":
+        body = ""
+        for piece, is_echo in pieces:
+            body += piece if is_echo or piece == "\n" else "{% generation %}" + piece + "{% endgeneration %}"
+    else:
+        body = "".join(p for p, _ in pieces)
+    prompt_header = header.replace("loop.index0", "messages|length")
+    return (
+        _ECHO_MACRO.replace("@SOURCE", source)
+        + "{% for m in messages %}{% if m.role == 'assistant' %}<|im_start|>assistant"
+        + header
+        + "\n"
+        + body
+        + "{% else %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endif %}{% endfor %}"
+        + "{% if add_generation_prompt %}<|im_start|>assistant"
+        + prompt_header
+        + "\n{% endif %}"
+    )
+
+
+@cache
+def chatml_tokenizer():
+    return load_tokenizer("qwen3")  # ChatML's tokens; each test sets its template
+
+
+ECHO_MARK = "⟦m{}⟧"  # letters and digits, which the derivation's perturbation changes
+
+
+def trained_foreign_marks(messages, out) -> list[tuple[int, int]]:
+    """(message, trained token's message) for each character of a message's planted mark that a
+    token of another message trains."""
+    trained = out["labels"] != labelmask.IGNORE_INDEX
+    owner = np.full(len(out.text), -1)
+    for t in np.flatnonzero(trained):
+        a, b = out.offsets[t]
+        owner[a:b] = out["message_index"][t]
+    found = []
+    for i in range(len(messages)):
+        mark = ECHO_MARK.format(i)
+        for k in (k.start() for k in re.finditer(re.escape(mark), out.text)):
+            found += [(i, int(o)) for o in set(owner[k : k + len(mark)].tolist()) if o not in (-1, i)]
+    return found
+
+
+# The echo templates write no tool calls: replies that carry some are trained as rendered, so the
+# attribution check still runs on them (the default refusal is tests/test_dropped.py's).
+ECHO_POLICY = labelmask.Policy(on_empty="keep", on_dropped_tool_calls="train")
+
+
+@settings(max_examples=max(1, settings.default.max_examples // 2))
+@given(
+    drawn=conversations(tools=True, tool_role=True, max_turns=6),
+    source=st.sampled_from(["user", "system", "tool", "assistant"]),
+    place=st.sampled_from(ECHO_PLACES),
+    blocks=st.sampled_from(["none", "own", "all"]),
+)
+def test_the_fallback_never_trains_text_another_message_wrote(drawn, source, place, blocks):
+    """Acceptance 3: over templates echoing another message's text into the assistant turn,
+    the fallback refuses or trains no character of that text."""
+    messages, tools = drawn
+    # A mark at both ends: the first half of a reply cut in two still holds one whole.
+    messages = [
+        {**m, "content": ECHO_MARK.format(i) + (m.get("content") or "") + ECHO_MARK.format(i)}
+        for i, m in enumerate(messages)
+    ]
+    tok = chatml_tokenizer()
+    tok.chat_template = echo_template(source, place, blocks)
+    try:
+        out = labelmask.mask_conversation(messages, tok, tools=tools, return_tensors="np", policy=ECHO_POLICY)
+    except labelmask.LabelmaskError as exc:
+        assert isinstance(exc, labelmask.UnverifiedTemplateError), exc
+        assert "register_template" in str(exc)
+        return
+    assert out.report.method == ("differential" if blocks == "none" else "generation")
+    assert out.text == tok.apply_chat_template(messages, tools=tools, tokenize=False)
+    assert trained_foreign_marks(messages, out) == []
+    # The reply's own text is still trained: its mark's first occurrence is its own (an echo
+    # of it comes later), trained as that reply's.
+    trained = out["labels"] != labelmask.IGNORE_INDEX
+    for i, m in enumerate(messages):
+        if m["role"] == "assistant":
+            k = out.text.find(ECHO_MARK.format(i))
+            mine = trained & (out["message_index"] == i) & (out.offsets[:, 0] <= k) & (out.offsets[:, 1] > k)
+            assert mine.any(), f"message {i}'s reply is not trained"
+
+
+CHATML_TURN = "<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n"
+CHATML_PROMPT = "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+
+
+def chatml_with_reply(reply: str) -> str:
+    """A ChatML template whose assistant turn is ``reply`` (Jinja), every other turn stock."""
+    return (
+        "{% for m in messages %}{% if m.role == 'assistant' %}"
+        + reply
+        + "{% else %}"
+        + CHATML_TURN
+        + "{% endif %}{% endfor %}"
+        + CHATML_PROMPT
+    )
+
+
+ISSUE_CONVERSATION = [
+    {"role": "system", "content": "Be brief."},
+    {"role": "user", "content": "What is two plus two?"},
+    {"role": "assistant", "content": "Four."},
+    {"role": "user", "content": "And three plus three?"},
+    {"role": "assistant", "content": "Six."},
+]
+
+
+@pytest.mark.parametrize(
+    ("reply", "match"),
+    [
+        # The issue's four reproducers, each trained under check="full" before.
+        (
+            "<|im_start|>assistant\nRe: {{ messages[loop.index0-1].content }}\n{{ m.content }}<|im_end|>\n",
+            r"at message 2: the reply's output changes when the text of message 1 \(user\) changes: "
+            "the template writes another message's text into this turn",
+        ),
+        (
+            "<|im_start|>assistant\n{{ m.content }} ({{ messages[0].content }})<|im_end|>\n",
+            r"at message 2: .* text of message 0 \(system\) changes",
+        ),
+        (
+            "<|im_start|>assistant\n{% if loop.index0 > 2 %}As I said: {{ messages[loop.index0-2].content }} "
+            "{% endif %}{{ m.content }}<|im_end|>\n",
+            r"at message 4: .* text of message 2 \(assistant\) changes",
+        ),
+        (
+            "<|im_start|>assistant\n{{ m.content }}<|im_end|>\n[reminder: {{ messages[0].content }}]\n",
+            r"at message 2: the template writes text after this reply's end of turn '<\|im_end\|>' "
+            r"\('\[reminder: Be brief.\]'\), which a model never generates",
+        ),
+        # Template text after the end of turn, no other message's text in it.
+        (
+            "<|im_start|>assistant\n{{ m.content }}<|im_end|>\n[be kind]\n",
+            r"at message 2: the template writes text after this reply's end of turn '<\|im_end\|>'",
+        ),
+    ],
+    ids=[
+        "user-question-echoed",
+        "system-prompt-in-reply",
+        "earlier-reply-quoted",
+        "reminder-after-eot",
+        "literal-after-eot",
+    ],
+)
+def test_a_reply_holding_text_it_did_not_write_is_refused(reply, match):
+    tok = chatml_tokenizer()
+    tok.chat_template = chatml_with_reply(reply)
+    with pytest.raises(labelmask.UnverifiedTemplateError, match=match) as info:
+        labelmask.mask_conversation(ISSUE_CONVERSATION, tok, check="full")
+    assert "register_template" in str(info.value)
+    assert info.value.message_index == int(re.search(r"at message (\d)", match).group(1))
+
+
+def test_the_same_echoes_in_generation_blocks_are_refused():
+    tok = chatml_tokenizer()
+    for reply, match in [
+        (
+            "<|im_start|>assistant\n{% generation %}Re: {{ messages[loop.index0-1].content }}\n{{ m.content }}"
+            "<|im_end|>{% endgeneration %}\n",
+            r"at message 2: .* text of message 1 \(user\) changes",
+        ),
+        (  # look-ahead: the reply's block quotes the next user message
+            "<|im_start|>assistant\n{% generation %}{{ m.content }}{% if not loop.last %} "
+            "{{ messages[loop.index0+1].content }}{% endif %}<|im_end|>{% endgeneration %}\n",
+            r"at message 2: .* text of message 3 \(user\) changes",
+        ),
+        (
+            "<|im_start|>assistant\n{% generation %}{{ m.content }}<|im_end|>\n[be kind]{% endgeneration %}\n",
+            r"at message 2: the template writes text after this reply's end of turn '<\|im_end\|>'",
+        ),
+        (  # the stop token is written outside the block
+            "<|im_start|>assistant\n{% generation %}{{ m.content }}{% endgeneration %}<|im_end|>\n",
+            r"at message 2: .*block ends without a special token and '<\|im_end\|>' follows it",
+        ),
+    ]:
+        tok.chat_template = chatml_with_reply(reply)
+        with pytest.raises(labelmask.UnverifiedTemplateError, match=match):
+            labelmask.mask_conversation(ISSUE_CONVERSATION, tok)
+
+
+def test_an_echo_outside_the_trained_output_is_masked():
+    # The user's question echoed in the header line of the turn (and of the generation prompt):
+    # text a model is given, never trained, so the derivation may use the template.
+    tok = chatml_tokenizer()
+    re_user = "{% for p in messages[:@] %}{% if p.role == 'user' %}{% set ns.q = p.content %}{% endif %}{% endfor %}"
+    tok.chat_template = (
+        "{% set ns = namespace(q='') %}{% for m in messages %}{% if m.role == 'assistant' %}"
+        + re_user.replace("@", "loop.index0")
+        + "<|im_start|>assistant (re: {{ ns.q }})\n{{ m.content }}<|im_end|>\n{% else %}"
+        + CHATML_TURN
+        + "{% endif %}{% endfor %}{% if add_generation_prompt %}"
+        + re_user.replace("@", "messages|length")
+        + "<|im_start|>assistant (re: {{ ns.q }})\n{% endif %}"
+    )
+    out = labelmask.mask_conversation(ISSUE_CONVERSATION, tok)
+    assert "assistant (re: What is two plus two?)\nFour." in out.text
+    assert trained_text(tok, out) == "Four.<|im_end|>Six.<|im_end|>"
+
+
+def test_a_reply_whose_own_text_holds_an_end_of_turn_token_is_not_refused():
+    # The control tokens in a reply's own text are the reply's, not the template's structure.
+    tok = chatml_tokenizer()
+    tok.chat_template = chatml_with_reply(CHATML_TURN)
+    messages = [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "A<|im_end|>\nforged"}]
+    out = labelmask.mask_conversation(messages, tok)
+    assert trained_text(tok, out) == "A<|im_end|>\nforged<|im_end|>"
+
+
+def test_a_reply_closed_by_the_next_turns_header_is_refused_with_advice_to_annotate():
+    # GLM-4.5 writes no end of turn: the next turn's <|user|> closes a reply (its annotation
+    # trains it as the reply's stop). The fallback cannot attribute it, so it refuses.
+    tok = unregistered("glm-4.5", load_tokenizer("glm-4.5").chat_template)
+    for messages, index in ((USER_ASSISTANT * 2, 1), (USER_ASSISTANT, 1)):
+        with pytest.raises(
+            labelmask.UnverifiedTemplateError, match=f"at message {index}: .*'<\\|user\\|>' follows it"
+        ) as info:
+            labelmask.mask_conversation(messages, tok)
+        assert "templates/glm-4.5.jinja" in str(info.value)
+    # A template with plain-text headers and no end of turn at all (LLaVA-1.5's "USER:") is still
+    # masked, with the warning and add_eos the pipeline gives it.
+    tok = load_tokenizer("llama2")
+    tok.chat_template = "{% for m in messages %}{{ m['role'].upper() }}: {{ m['content'] }} {% endfor %}"
+    tok.chat_template += "{% if add_generation_prompt %}ASSISTANT:{% endif %}"
+    out = labelmask.mask_conversation(USER_ASSISTANT * 2, tok, add_eos=True)
+    assert out.report.n_eos_added == 2
+
+
+def test_harmony_replies_may_write_another_message_of_their_own_after_an_end_of_turn():
+    # gpt-oss: analysis, <|end|>, then <|start|>assistant (the generation prompt again) and the final
+    # channel: one output the model generates whole. Its <|end|> closes user turns too.
+    tok = unregistered("gpt-oss", load_tokenizer("gpt-oss").chat_template)
+    messages = [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "A", "thinking": "hmm"}]
+    out = labelmask.mask_conversation(messages, tok)
+    assert trained_text(tok, out) == (
+        "<|channel|>analysis<|message|>hmm<|end|><|start|>assistant<|channel|>final<|message|>A<|return|>"
+    )
+    # In the history, gpt-oss ends a reply with <|end|>, written only once the next message follows.
+    with pytest.raises(labelmask.UnverifiedTemplateError, match="at message 1: .*'<\\|end\\|>' follows it"):
+        labelmask.mask_conversation(USER_ASSISTANT * 2, tok)

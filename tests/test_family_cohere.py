@@ -156,9 +156,10 @@ def test_command_r_writes_nothing_for_a_system_message_between_turns(tokenizers)
 
 
 @pytest.mark.parametrize("name", ["aya-expanse", "tiny-aya"])
-def test_tool_calls_are_not_written_so_not_trained(tokenizers, name):
-    # Neither template has a tool-call syntax: the stock render drops an assistant's tool_calls, and
-    # labelmask trains what the model sees, the reply's text only.
+def test_tool_calls_are_not_written_so_refused_or_skipped(tokenizers, name):
+    # Neither template has a tool-call syntax: the stock render drops an assistant's tool_calls. A
+    # reply trained without them would teach a reply the model never gave: refused by default, left
+    # untrained under "skip", trained as rendered (its text only) under "train".
     call = {"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}
     messages = [
         {"role": "user", "content": "Weather in Paris?"},
@@ -166,9 +167,14 @@ def test_tool_calls_are_not_written_so_not_trained(tokenizers, name):
         {"role": "user", "content": "Thanks"},
         {"role": "assistant", "content": "You are welcome."},
     ]
-    out = mask(tokenizers, name, messages)
-    assert "get_weather" not in out.text
+    with pytest.raises(labelmask.NotRenderedError, match=f"Message 1: template '{name}' does not render"):
+        mask(tokenizers, name, messages)
     close = END_RESPONSE + EOT if name == "tiny-aya" else EOT
+    out = mask(tokenizers, name, messages, policy=labelmask.Policy(on_dropped_tool_calls="skip"))
+    assert "get_weather" not in out.text
+    assert out.report.not_rendered == ((1, "tool_calls"),)
+    assert trained_runs(out) == ["You are welcome." + close]
+    out = mask(tokenizers, name, messages, policy=labelmask.Policy(on_dropped_tool_calls="train"))
     assert trained_runs(out) == ["Let me check." + close, "You are welcome." + close]
 
 

@@ -46,12 +46,21 @@ def tok(tokenizers):
 mask = mask_annotated
 
 
-def test_lfm2_trains_each_reply_and_im_end_not_the_tool_result(tok):
-    """The first revision writes no tool calls: the reply that made one trains only <|im_end|>;
-    the tool result (inside <|tool_response_start|>...<|tool_response_end|>) is not trained."""
-    out = mask(tok("lfm2"), TOOL_EXCHANGE, "lfm2", tools=[TOOLS[0]])
+def test_lfm2_refuses_or_skips_the_reply_whose_tool_calls_it_drops(tok):
+    """The first revision writes no tool calls (LFM2 expects them written into the content): the reply
+    that made one renders as a bare <|im_end|>, refused by default, left untrained under "skip", and
+    trained as rendered under "train"; the tool result (inside <|tool_response_start|>...) never is."""
+    call = TOOL_EXCHANGE.index(next(m for m in TOOL_EXCHANGE if m.get("tool_calls")))
+    with pytest.raises(labelmask.NotRenderedError, match=f"Message {call}: template 'lfm2' does not render"):
+        mask(tok("lfm2"), TOOL_EXCHANGE, "lfm2", tools=[TOOLS[0]])
+    skip = labelmask.Policy(on_dropped_tool_calls="skip")
+    out = mask(tok("lfm2"), TOOL_EXCHANGE, "lfm2", tools=[TOOLS[0]], policy=skip)
     assert out.text.startswith("<|startoftext|><|im_start|>system\nBe brief.\nList of tools: <|tool_list_start|>[")
     assert "<|im_start|>tool\n<|tool_response_start|>18 C, sunny<|tool_response_end|><|im_end|>\n" in out.text
+    assert trained_runs(out) == ["It is 18 C and sunny.<|im_end|>"]
+    assert out.report.not_rendered == ((call, "tool_calls"),)
+    train = labelmask.Policy(on_dropped_tool_calls="train")
+    out = mask(tok("lfm2"), TOOL_EXCHANGE, "lfm2", tools=[TOOLS[0]], policy=train)
     assert trained_runs(out) == ["<|im_end|>", "It is 18 C and sunny.<|im_end|>"]
 
 
@@ -202,3 +211,18 @@ def test_empty_thinking_is_written_by_the_first_lfm25_revision_only(tok):
     assert trained_runs(mask(tok("lfm2.5"), messages, "lfm2.5")) == ["<think></think>4.<|im_end|>"]
     for name in ("lfm2.5-v2", "lfm2.5-vl"):
         assert trained_runs(mask(tok(name), messages, name)) == ["4.<|im_end|>"]
+
+
+@pytest.mark.parametrize("name", ["lfm2.5", "lfm2.5-v2", "lfm2.5-vl"])
+def test_an_image_in_a_system_or_user_message_is_never_trained(tok, name):
+    # Found by the not_rendered report (an image part with no image span): the annotations marked a
+    # non-reply's <image> as content, so a policy training users or the system prompt trained it.
+    messages = [
+        {"role": "system", "content": [{"type": "image"}, {"type": "text", "text": "Describe."}]},
+        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is it?"}]},
+        {"role": "assistant", "content": "A cat."},
+    ]
+    every_role = labelmask.Policy(roles={"system", "user", "assistant"})
+    out = mask(tok(name), messages, name, policy=every_role)
+    assert out.report.not_rendered == ()
+    assert trained_runs(out) == ["Describe.<|im_end|>", "What is it?<|im_end|>", "A cat.<|im_end|>"]

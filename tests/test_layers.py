@@ -23,6 +23,7 @@ ORDER = [
     "_rendered",  # the rendered text and its spans (no Jinja)
     "_encode",  # ids and offsets; the tokenizer's special tokens
     "_messages",  # normalize
+    "_dropped",  # what the render does not show
     "_align",  # locate: runs and segments to tokens
     "_edit",
     "_policy",  # plan and label

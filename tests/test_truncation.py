@@ -10,7 +10,9 @@ from hypothesis import strategies as st
 import labelmask
 from labelmask.testing.strategies import conversations
 
-KEEP = labelmask.Policy(on_empty="keep")
+# Llama 3's template writes no tool calls: the drawn ones are masked as rendered (tests/test_dropped.py
+# has the default refusal); truncation is what is tested here.
+KEEP = labelmask.Policy(on_empty="keep", on_dropped_tool_calls="train")
 CONVERSATIONS = conversations(tools=True, tool_role=True, max_turns=8)
 
 

@@ -69,3 +69,21 @@ def test_an_exchange_with_nothing_to_train_raises_naming_it(tokenizers):
     ]
     with pytest.raises(labelmask.NothingToTrainError, match="exchange starting at message 0"):
         labelmask.mask_turns(messages, tokenizers["qwen3"], policy=labelmask.Policy(roles=set()))
+
+
+class LyingRole(dict):
+    """A message whose get("role") says "user" while its items() (what a dict copy reads) say "assistant"."""
+
+    def get(self, key, default=None):
+        return "user" if key == "role" else super().get(key, default)
+
+
+def test_exchanges_are_split_by_the_roles_the_template_sees(tokenizers):
+    tok = tokenizers["qwen3"]
+    messages = [{"role": "user", "content": "q"}, LyingRole(role="assistant", content="a")]
+    examples = labelmask.mask_turns(messages, tok)
+    assert len(examples) == 1
+    out = examples[0]
+    trained = [t for t, label in zip(out["input_ids"], out["labels"]) if label != labelmask.IGNORE_INDEX]
+    assert tok.decode(trained).endswith("a<|im_end|>")
+    assert out.report.not_rendered == ()
