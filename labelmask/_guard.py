@@ -56,6 +56,7 @@ __all__ = [
     "escape_if_injected",
     "find_control_tokens",
     "written_tokens",
+    "content_writers",
 ]
 
 CONTROL_TOKEN_MODES = ("keep", "escape", "raise")
@@ -140,6 +141,41 @@ _CONTENT = int(Part.CONTENT)
 _MARKER = "LMct{}z{}z"
 
 
+def content_writers(
+    messages: list[dict], rendered: Rendered, specials: SpecialTokens
+) -> tuple[frozenset[int], frozenset[int]]:
+    """``(writers, unsure)``: the messages whose content writes control-token strings, split by whether
+    their content spans tell those occurrences apart from the template's.
+
+    A content span holds the message's text, but some templates write syntax inside it too (Gemma 4
+    quotes a tool result in ``<|"|>``, itself a control token). When every control-token string occurs
+    in the message's content spans exactly as often as in its content, all of them are the data's
+    (``writers``: :func:`written_tokens` takes them from the spans). Otherwise the message is
+    ``unsure``: its content is marked in :func:`data_written_spans`'s render instead, and then so is
+    every other message's that writes some.
+    """
+    pattern = specials.pattern
+    writers, unsure = set(), set()
+    if pattern is None:
+        return frozenset(), frozenset()
+    in_spans: dict[int, list[str]] = {}
+    content = int(Part.CONTENT)
+    text = rendered.text
+    for kind, m, a, b in rendered.spans:
+        if kind == content and m >= 0:
+            in_spans.setdefault(m, []).extend(pattern.findall(text, a, b))
+    for m, message in enumerate(messages):
+        written = sorted(t for s in _strings(message.get("content"), []) for t in pattern.findall(s))
+        if not written:
+            continue
+        (writers if sorted(in_spans.get(m, [])) == written else unsure).add(m)
+    if unsure:
+        # Marked, a content no longer equals another message's unmarked copy of it, and a template may
+        # compare them (Tiny Aya leaves out a system message equal to the first): all are marked alike.
+        return frozenset(), frozenset(writers | unsure)
+    return frozenset(writers), frozenset()
+
+
 def data_written_spans(
     stock_source: str,
     variables: dict[str, Any],
@@ -147,6 +183,7 @@ def data_written_spans(
     specials: SpecialTokens,
     text: str,
     name: str,
+    unsure: frozenset[int] = frozenset(),
 ) -> tuple[tuple[int, int], ...]:
     """Character spans of ``text`` (the render of ``variables``) where the data wrote a control-token
     string outside a message's content and reasoning: in tool calls and other message fields, and in
@@ -183,7 +220,10 @@ def data_written_spans(
             return type(value)(mark(v) for v in value) if type(value) in (list, tuple) else [mark(v) for v in value]
         return value
 
-    messages = [{k: v if k in _TEXT_FIELDS else mark(v) for k, v in m.items()} for m in variables["messages"]]
+    messages = [
+        {k: v if k in _TEXT_FIELDS and (k == "role" or i not in unsure) else mark(v) for k, v in m.items()}
+        for i, m in enumerate(variables["messages"])
+    ]
     marked = {k: mark(v) if k in data_keys else v for k, v in variables.items()}
     if not n_marked:
         return ()
@@ -219,11 +259,16 @@ def data_written_spans(
 
 
 def written_tokens(
-    rendered: Rendered, encoded: Encoded, specials: SpecialTokens, marked: tuple[tuple[int, int], ...]
+    rendered: Rendered,
+    encoded: Encoded,
+    specials: SpecialTokens,
+    marked: tuple[tuple[int, int], ...],
+    writers: frozenset[int],
 ) -> np.ndarray:
-    """Positions of the control tokens in ``encoded`` that the data wrote (not the template): inside a
-    message's content span, or at a place :func:`data_written_spans` found (``marked``: reasoning, tool
-    calls, other fields, tools, template arguments)."""
+    """Positions of the control tokens in ``encoded`` that the data wrote (not the template): inside
+    the content span of one of the messages ``writers`` (:func:`content_writers`), or at a place
+    :func:`data_written_spans` found (``marked``: reasoning, tool calls, other fields, tools, template
+    arguments, the content of the other messages that write some)."""
     positions = np.flatnonzero(np.isin(encoded.ids, specials.ids))
     written = []
     seg_start = rendered.seg_start
@@ -236,7 +281,7 @@ def written_tokens(
             written.append(t)
             continue
         k = int(np.searchsorted(seg_start, a, side="right")) - 1
-        if b > seg_start[k + 1] or rendered.seg_message[k] < 0:
+        if b > seg_start[k + 1] or int(rendered.seg_message[k]) not in writers:
             continue
         if int(rendered.seg_part[k]) == _CONTENT:
             written.append(t)
@@ -251,6 +296,7 @@ def escape_if_injected(
     annotated: Any,
     name: str,
     marked: tuple[tuple[int, int], ...] = (),
+    writers: frozenset[int] = frozenset(),
 ) -> Encoded:
     """``encoded`` with the control tokens that the data wrote tokenized as plain text."""
     if annotated is None:
@@ -260,7 +306,7 @@ def escape_if_injected(
             "'raise', or register an annotation."
         )
         raise ControlTokenError(msg, template=name, token="")
-    written = written_tokens(rendered, encoded, special_tokens(processor), marked)
+    written = written_tokens(rendered, encoded, special_tokens(processor), marked, writers)
     to_chars = encoded.encoding.token_to_chars
     spans = [to_chars(t) for t in written.tolist()]
     return escape_control_tokens(backend, rendered.text, spans) if spans else encoded

@@ -34,6 +34,7 @@ from labelmask._guard import (
     CHECK_MODES,
     CONTROL_TOKEN_MODES,
     check_labels,
+    content_writers,
     control_tokens_in,
     data_written_spans,
     escape_if_injected,
@@ -320,6 +321,7 @@ class Staged(NamedTuple):
     runs: Any = None  # _policy.Runs of the render, made before tokenizing; None: make them when finishing
     not_rendered: tuple = ()  # (message, field) the render does not show (_dropped.not_rendered)
     marked: tuple = ()  # character spans of control tokens the data wrote outside content (_guard.data_written_spans)
+    writers: frozenset = frozenset()  # messages whose content spans hold only the data's control tokens (_guard)
 
 
 def render_step(messages: Any, processor: Any, tokenizer: Any, tools: Any, options: Options) -> Staged:
@@ -350,9 +352,12 @@ def render_step(messages: Any, processor: Any, tokenizer: Any, tools: Any, optio
     dropped = not_rendered(conversation.messages, rendered, derived=annotated is None)
     injected = control_tokens_in(tokenizer, conversation, options.control_tokens, name, data_kwargs)
     marked: tuple = ()
+    writers: frozenset = frozenset()
     if injected:
+        specials = special_tokens(tokenizer)
+        writers, unsure = content_writers(conversation.messages, rendered, specials)
         data_keys = {"tools", "documents", *data_kwargs}
-        marked = data_written_spans(stock_source, variables, data_keys, special_tokens(tokenizer), rendered.text, name)
+        marked = data_written_spans(stock_source, variables, data_keys, specials, rendered.text, name, unsure)
         if marked and is_processor(processor):
             msg = (
                 f"Control tokens written in tool calls, tool schemas or template arguments ({injected[0][1]!r}; "
@@ -386,6 +391,7 @@ def render_step(messages: Any, processor: Any, tokenizer: Any, tools: Any, optio
         runs,
         dropped,
         marked,
+        writers,
     )
 
 
@@ -482,7 +488,9 @@ def finish_step(
     policy, return_tensors, check = options.policy, options.return_tensors, options.check
     conversation, rendered, name, method, n_eos = staged[:5]
     if staged.escape:
-        encoded = escape_if_injected(tokenizer, backend, rendered, encoded, staged.annotated, name, staged.marked)
+        encoded = escape_if_injected(
+            tokenizer, backend, rendered, encoded, staged.annotated, name, staged.marked, staged.writers
+        )
     roles = conversation.roles
     unowned = added_tokens(encoded) if vision else ()
     message_ok = staged.message_ok
@@ -496,7 +504,7 @@ def finish_step(
     if staged.injected and not staged.escape:
         # Control tokens the data wrote keep their stock ids and are never trained (an assistant's text
         # or tool call that writes "<|im_end|>" must not teach the model to end its turn there).
-        written = written_tokens(rendered, encoded, special_tokens(tokenizer), staged.marked)
+        written = written_tokens(rendered, encoded, special_tokens(tokenizer), staged.marked, staged.writers)
         for t in written.tolist():
             labels[t] = IGNORE_INDEX
     # Per-token provenance is made on first use (MaskedConversation._array): a trainer reads ids and labels.

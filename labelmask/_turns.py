@@ -51,7 +51,15 @@ def mask_turns(
     tools = kwargs.pop("tools", None)
     images = kwargs.pop("images", None)
     options = check_options(policy=policy, **kwargs)
-    return turns_with(messages, processor, tools, options, images)
+    examples = turns_with(messages, processor, tools, options, images)
+    if not examples and options.policy.on_empty == "raise":
+        msg = (
+            f"mask_turns found no exchange in these {len(messages)} messages: no user message is followed by an "
+            "assistant reply. Mask the conversation whole with mask_conversation, or pass Policy(on_empty='keep') "
+            "to get [] for it."
+        )
+        raise NothingToTrainError(msg)
+    return examples
 
 
 def turns_with(
@@ -92,11 +100,4 @@ def turns_with(
             )
             raise NothingToTrainError(msg, message_index=start, template=out.report.template)
         examples.append(out)
-    if not examples and user_policy.on_empty == "raise":
-        msg = (
-            f"mask_turns found no exchange in these {len(messages)} messages: no user message is followed by an "
-            "assistant reply. Mask the conversation whole with mask_conversation, or pass Policy(on_empty='keep') "
-            "to get [] for it."
-        )
-        raise NothingToTrainError(msg)
     return examples

@@ -331,7 +331,7 @@ BAD_CALLS = [
         "reserved character in a template argument",
         "qwen3",
         OK,
-        {"date_string": "\ufdd0"},
+        {"enable_thinking": "\ufdd0"},
         ConversationError,
         "A template argument contains a Unicode noncharacter",
     ),
