@@ -17,7 +17,7 @@ from labelmask._pipeline import check_options, check_template_kwargs
 from labelmask._policy import IGNORE_INDEX, Policy
 from labelmask._truncate import mask_with
 from labelmask._turns import turns_with
-from labelmask.errors import NothingToTrainError, OptionError
+from labelmask.errors import FeatureError, NothingToTrainError, OptionError
 
 __all__ = ["Collator"]
 
@@ -148,7 +148,7 @@ class Collator:
 
     def __call__(self, features: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         if not features:
-            raise ValueError("Collator got an empty batch.")
+            raise FeatureError("Collator got an empty batch.")
         samples = [s for i, f in enumerate(features) for s in self._samples(f, i)]
         keys = ["input_ids", "labels"]
         if self.return_loss_weights and all("loss_weights" in s for s in samples):
@@ -162,7 +162,7 @@ class Collator:
                 f"packing=True with image inputs ({', '.join(vision)}): packed rows would need model-specific "
                 "position ids (Qwen2-VL computes them from the image grid). Use padded batches for images."
             )
-            raise ValueError(msg)
+            raise OptionError(msg)
         batch = self._packed(samples, keys) if self.packing else self._padded(samples, keys)
         for k in vision:
             batch[k] = _concatenate([s[k] for s in samples if k in s], k)
@@ -191,16 +191,18 @@ class Collator:
 
     def _sample(self, feature: Mapping[str, Any], index: int) -> dict[str, np.ndarray]:
         if not isinstance(feature, Mapping):
-            raise TypeError(f"Collator feature {index} is a {type(feature).__name__}, not a mapping.")
+            raise FeatureError(f"Collator feature {index} is a {type(feature).__name__}, not a mapping.")
         if "input_ids" in feature:
             if "labels" not in feature:
                 msg = (
-                    f"Collator feature {index} has input_ids but no labels; pass masked examples "
-                    f"(mask_conversation / mask_dataset output) or raw conversations under {self.messages_key!r}."
+                    f"Collator feature {index} has input_ids but no labels (keys: {sorted(map(str, feature))}); "
+                    f"pass masked examples (mask_conversation / mask_dataset output) or raw conversations under "
+                    f"{self.messages_key!r}.{_RAW_HOW}"
                 )
-                raise KeyError(msg)
+                raise FeatureError(msg)
             wanted = {"input_ids", *_PAD_VALUES, *_TOKEN_ALIGNED, *_VISION_KEYS}
             sample = {k: np.asarray(v) for k, v in feature.items() if k in wanted}
+            _check_masked(sample, index)
         elif self.messages_key in feature:
             out = mask_with(
                 feature[self.messages_key],
@@ -211,10 +213,11 @@ class Collator:
             )
             sample = {k: out[k] for k in out}
         else:
-            msg = f"Collator feature {index} has neither {self.messages_key!r} nor input_ids (keys: {sorted(feature)})."
-            raise KeyError(msg)
-        if len(sample["labels"]) != len(sample["input_ids"]):
-            raise ValueError(f"Collator feature {index}: labels and input_ids differ in length.")
+            msg = (
+                f"Collator feature {index} has neither {self.messages_key!r} nor input_ids "
+                f"(keys: {sorted(map(str, feature))}).{_RAW_HOW}"
+            )
+            raise FeatureError(msg)
         return sample
 
     def _round_up(self, n: int) -> int:
@@ -269,12 +272,54 @@ class Collator:
         return torch.from_numpy(np.ascontiguousarray(array))
 
 
+_RAW_HOW = (
+    " Raw conversations must reach the collator whole: with SFTTrainer, pass "
+    "SFTConfig(remove_unused_columns=False, dataset_kwargs={'skip_prepare_dataset': True}); with Trainer, "
+    "TrainingArguments(remove_unused_columns=False)."
+)
+
+
+def _check_masked(sample: dict[str, np.ndarray], index: int) -> None:
+    """Refuse a masked feature whose labels no labelmask mask gives.
+
+    labelmask's labels are the ids themselves (unshifted) or -100, and never every token of a row: a
+    template's headers are never trained. A row trained whole is what a tokenizer-only step writes
+    (labels copied from input_ids, as by SFTTrainer's own preparation or DataCollatorForLanguageModeling),
+    and it trains the user's turns: the collator refuses it rather than pass it on.
+    """
+    ids, labels = sample["input_ids"], sample["labels"]
+    if ids.ndim != 1 or labels.shape != ids.shape:
+        msg = (
+            f"Collator feature {index}: labels and input_ids differ in length or shape "
+            f"({labels.shape} and {ids.shape}); a masked example has one label per token."
+        )
+        raise FeatureError(msg)
+    trained = labels != IGNORE_INDEX
+    wrong = np.flatnonzero(trained & (labels != ids))
+    if wrong.size:
+        t = int(wrong[0])
+        msg = (
+            f"Collator feature {index}: labels[{t}] is {int(labels[t])} but input_ids[{t}] is {int(ids[t])}. "
+            "labelmask's labels are the token ids (unshifted: the model shifts them) or -100, so these were made "
+            "by something else; pass mask_dataset output or raw conversations." + _RAW_HOW
+        )
+        raise FeatureError(msg)
+    if ids.size and trained.all():
+        msg = (
+            f"Collator feature {index}: every one of its {ids.size} tokens is trained. labelmask never trains a "
+            "whole row (a template's headers are never trained), so these labels were made by a tokenizer-only "
+            "step (SFTTrainer's own dataset preparation, DataCollatorForLanguageModeling), and they train the "
+            "user's turns too. Pass raw conversations under the messages key, or mask_dataset output." + _RAW_HOW
+        )
+        raise FeatureError(msg)
+
+
 def _concatenate(arrays: list[np.ndarray], key: str) -> np.ndarray:
     """Per-image outputs of several samples, concatenated along the image axis; trailing
     axes zero-padded to the largest (as LLaVA-NeXT's image processor pads tile counts)."""
     arrays = [np.asarray(a) for a in arrays]
     if len({a.ndim for a in arrays}) != 1:
-        raise ValueError(f"Collator: {key} has different ranks across the batch ({[a.shape for a in arrays]}).")
+        raise FeatureError(f"Collator: {key} has different ranks across the batch ({[a.shape for a in arrays]}).")
     shape = np.max([a.shape[1:] for a in arrays], axis=0) if arrays[0].ndim > 1 else ()
     padded = []
     for a in arrays:

@@ -159,11 +159,16 @@ def content_writers(
     if pattern is None:
         return frozenset(), frozenset()
     in_spans: dict[int, list[str]] = {}
-    content = int(Part.CONTENT)
+    content, image = int(Part.CONTENT), int(Part.IMAGE)
     text = rendered.text
+    # An image part's placeholder is the template's, inside the content span (Gemma 3's <start_of_image>).
+    images = [(a, b) for kind, m, a, b in rendered.spans if kind == image]
     for kind, m, a, b in rendered.spans:
         if kind == content and m >= 0:
-            in_spans.setdefault(m, []).extend(pattern.findall(text, a, b))
+            found = in_spans.setdefault(m, [])
+            for match in pattern.finditer(text, a, b):
+                if not any(x <= match.start() < y for x, y in images):
+                    found.append(match.group())
     for m, message in enumerate(messages):
         written = sorted(t for s in _strings(message.get("content"), []) for t in pattern.findall(s))
         if not written:

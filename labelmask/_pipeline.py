@@ -360,8 +360,10 @@ def render_step(messages: Any, processor: Any, tokenizer: Any, tools: Any, optio
         marked = data_written_spans(stock_source, variables, data_keys, specials, rendered.text, name, unsure)
         if marked and is_processor(processor):
             msg = (
-                f"Control tokens written in tool calls, tool schemas or template arguments ({injected[0][1]!r}; "
-                f"template {name!r}) are not supported with a multimodal processor. Remove them from the data."
+                f"Control tokens written where only a second render can place them ({injected[0][1]!r}; "
+                f"template {name!r}: in tool calls, reasoning, tool schemas, template arguments, or a text the "
+                "template does not write as given) are not supported with a multimodal processor. Remove them "
+                "from the data."
             )
             raise ControlTokenError(msg, message_index=injected[0][0], template=name, token=injected[0][1])
     final_eot = annotated.final_eot if annotated is not None else ""

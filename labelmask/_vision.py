@@ -218,6 +218,7 @@ def expand(
             f"The processor's input_ids differ from labelmask's encoding of the same expanded text at token {k} "
             f"(template {name!r}); labelmask refuses the sample rather than guess. Report it with the processor."
         )
+    _refuse_written_feature_tokens(processor, expanded, encoded, name)
     per_token, per_image = {}, {}
     for key, value in out.items():
         array = np.asarray(value)
@@ -226,6 +227,47 @@ def expand(
         else:
             per_image[key] = array
     return expanded, encoded, per_token, per_image
+
+
+def _feature_token_ids(processor: Any) -> list[int]:
+    """Ids of the tokens the model fills with image or video features (Gemma 3's ``<image_soft_token>``,
+    Qwen2-VL's ``<|image_pad|>``, LLaVA's ``<image>``): their count must equal the features'."""
+    tokenizer = processor.tokenizer
+    ids = set()
+    for owner in (processor, tokenizer):
+        for attr in ("image_token_id", "video_token_id"):
+            value = getattr(owner, attr, None)
+            if isinstance(value, int) and value >= 0:
+                ids.add(value)
+    for attr in ("image_token", "video_token"):
+        token = getattr(processor, attr, None)
+        if isinstance(token, str) and token:
+            value = tokenizer.convert_tokens_to_ids(token)
+            if isinstance(value, int) and value != tokenizer.unk_token_id:
+                ids.add(value)
+    return sorted(ids)
+
+
+def _refuse_written_feature_tokens(processor: Any, expanded: Rendered, encoded: Encoded, name: str) -> None:
+    """Refuse an image-feature token outside the processor's expansions: the data wrote it (``"x<image_soft_token>"``
+    in a user's text), and the model would get one image token more than the image has features."""
+    at = np.flatnonzero(np.isin(encoded.ids, _feature_token_ids(processor)))
+    if not at.size:
+        return
+    starts = np.asarray(encoded.encoding.offsets, dtype=np.int64)[at, 0]
+    segment = np.searchsorted(expanded.seg_start, starts, side="right") - 1
+    outside = np.flatnonzero(expanded.seg_part[segment] != _IMAGE_PART)
+    if not outside.size:
+        return
+    k = int(segment[outside[0]])
+    message = int(expanded.seg_message[k])
+    token = encoded.encoding.tokens[int(at[outside[0]])]
+    msg = (
+        f"Message {message}: its text writes {token!r}, the token the model fills with image features "
+        f"(template {name!r}); the model would get more image tokens than the images have features. Remove it "
+        "from the text (images go in typed parts: {'type': 'image', 'image': ...})."
+    )
+    raise ConversationError(msg, message_index=message if message >= 0 else None, template=name)
 
 
 def added_tokens(encoded: Encoded) -> np.ndarray:

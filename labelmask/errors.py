@@ -17,6 +17,7 @@ callers that do not know labelmask::
     ├── NothingToTrainError(LabelmaskError, ValueError)      the policy trains no token
     ├── NotRenderedError(LabelmaskError, ValueError)         the template drops what a trained reply carries
     ├── TruncationError(LabelmaskError, ValueError)          the sample cannot be cut to max_length as asked
+    ├── FeatureError(LabelmaskError, ValueError, KeyError, TypeError)  a Collator feature labelmask did not make
     └── MaskCheckError(LabelmaskError, RuntimeError)         the fail-closed check refused the labels
 
     NoEndOfTurnWarning(UserWarning)                          the template writes no end of turn after replies
@@ -32,6 +33,7 @@ __all__ = [
     "AnnotationError",
     "ControlTokenError",
     "ConversationError",
+    "FeatureError",
     "LabelmaskError",
     "NoEndOfTurnWarning",
     "MaskCheckError",
@@ -126,6 +128,15 @@ class RenderParityError(AnnotationError):
 
 class TokenizerError(LabelmaskError, TypeError):
     """The tokenizer cannot be used: not a fast tokenizer, or its offsets are unusable."""
+
+
+class FeatureError(LabelmaskError, ValueError, KeyError, TypeError):
+    """A :class:`~labelmask.Collator` feature is neither a raw conversation nor an example labelmask masked:
+    not a mapping, without ``messages`` or ``input_ids``, or with ``labels`` that no mask gives (every
+    token trained, as a tokenizer-only pipeline writes them, or labels that are not the ids). A
+    ``KeyError`` and a ``TypeError`` too, for callers that caught those before."""
+
+    __str__ = Exception.__str__  # KeyError's would quote the message
 
 
 class NothingToTrainError(LabelmaskError, ValueError):

@@ -133,11 +133,48 @@ def test_provenance_is_padded_on_request(tokenizers):
         ([{"input_ids": [1, 2]}], KeyError, "no labels"),
         ([{"text": "hi"}], KeyError, "neither 'messages' nor input_ids"),
         ([{"input_ids": [1, 2], "labels": [1]}], ValueError, "differ in length"),
+        (
+            [{"input_ids": [1, 2, 3], "labels": [-100, 3, -100]}],
+            ValueError,
+            r"labels\[1\] is 3 but input_ids\[1\] is 2",
+        ),
+        ([{"input_ids": [1, 2, 3], "labels": [1, 2, 3]}], ValueError, "every one of its 3 tokens is trained"),
     ],
 )
 def test_bad_features_raise_clearly(tokenizers, features, error, fragment):
-    with pytest.raises(error, match=fragment):
+    with pytest.raises(error, match=fragment) as info:
         labelmask.Collator(tokenizers["qwen3"])(features)
+    assert isinstance(info.value, labelmask.FeatureError)
+
+
+def test_rows_a_tokenizer_only_step_labelled_are_refused(tokenizers):
+    # Issue 19, item 6. On f01e381, features tokenized by the stock template with labels copied from the
+    # ids (what SFTTrainer's preparation and DataCollatorForLanguageModeling give) were batched as they
+    # came: every token trained, the user's turns included.
+    tokenizer = tokenizers["qwen3"]
+    messages = [{"role": "user", "content": "What is 2+2?"}, {"role": "assistant", "content": "4."}]
+    ids = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"]
+    with pytest.raises(labelmask.FeatureError, match="skip_prepare_dataset") as info:
+        labelmask.Collator(tokenizer)([{"input_ids": ids, "labels": list(ids)}])
+    assert "every one of its" in str(info.value) and "SFTConfig(remove_unused_columns=False" in str(info.value)
+    # The same conversation, raw or masked by labelmask, goes through.
+    masked = labelmask.mask_conversation(messages, tokenizer)
+    for feature in ({"messages": messages}, {"input_ids": masked["input_ids"], "labels": masked["labels"]}):
+        batch = labelmask.Collator(tokenizer, return_tensors="np")([feature])
+        assert batch["labels"][0].tolist() == masked["labels"]
+
+
+@settings(max_examples=40)
+@given(data=st.data(), roles=st.sets(st.sampled_from(["system", "user", "assistant", "tool"]), min_size=1))
+def test_every_mask_labelmask_gives_is_accepted_as_a_feature(tokenizers, data, roles):
+    # The check that refuses foreign labels never refuses labelmask's own, whatever the policy trains.
+    tokenizer, drawn = draw_batch(data, tokenizers)
+    policy = labelmask.Policy(roles=roles, on_empty="keep", on_dropped_tool_calls="train")
+    masked = [labelmask.mask_conversation(m, tokenizer, tools=t, policy=policy) for m, t in drawn]
+    features = [{"input_ids": out["input_ids"], "labels": out["labels"]} for out in masked]
+    batch = labelmask.Collator(tokenizer, return_tensors="np", padding_side="right")(features)
+    for row, out in enumerate(masked):
+        assert batch["labels"][row, : len(out["labels"])].tolist() == out["labels"]
 
 
 def test_bad_options_raise_clearly(tokenizers):

@@ -398,3 +398,30 @@ def test_mask_turns_gives_each_example_its_own_images(processors):
         check_against_processor(processor, CASES["qwen2.5-vl"], with_images(TWO_TURNS, PICTURES)[: 2 * k + 2], example)
         trained = processor.tokenizer.decode(example["input_ids"][example["labels"] != IGNORE_INDEX])
         assert trained == ["A red square.<|im_end|>", "A blue one.<|im_end|>"][k]
+
+
+@pytest.mark.parametrize("name", ["gemma3", "qwen2.5-vl", "llava-1.5"])
+@pytest.mark.parametrize("role", ["user", "assistant"])
+def test_an_image_feature_token_the_text_writes_is_refused(processors, name, role):
+    # Issue 19, item 3. On f01e381, Gemma 3 with "x<image_soft_token>" in a user's text and one image
+    # returned 257 image tokens for a 256-token image, without an error (the model's forward then fails
+    # or pairs features with the wrong tokens). The template writes <start_of_image>, which labelmask
+    # checked; the soft token, which the processor writes, was not.
+    processor = processors(name)
+    # The token the model fills with features: Gemma 3's tokenizer names it (<image_soft_token>); for
+    # Qwen2.5-VL and LLaVA it is the processor's placeholder itself, which the template writes.
+    soft = getattr(processor.tokenizer, "image_token", None) or processor.image_token
+    feature_id = processor.tokenizer.convert_tokens_to_ids(soft)
+    messages = [
+        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is it?"}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "A red square."}]},
+    ]
+    clean = labelmask.mask_conversation(messages, processor, images=PICTURES[:1], return_tensors="np")
+    n_features = int(np.count_nonzero(clean["input_ids"] == feature_id))
+    assert n_features > 1  # the image's own expansion
+    at = 0 if role == "user" else 1
+    messages[at]["content"][-1]["text"] = f"x{soft}"
+    refused = f"Message {at}: its text (writes {soft!r}|contains the image placeholder {soft!r})"
+    with pytest.raises(labelmask.ConversationError, match=refused) as info:
+        labelmask.mask_conversation(messages, processor, images=PICTURES[:1], control_tokens="keep")
+    assert info.value.message_index == at and info.value.template is not None
