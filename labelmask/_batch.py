@@ -138,7 +138,7 @@ def mask_conversations(
             "or pass processor.tokenizer for text-only ones."
         )
         raise TokenizerError(msg)
-    check_template_kwargs(processor, template_kwargs)
+    check_template_kwargs(processor, options.template_kwargs)
     tokenizer, backend = check_processor(processor, vision=False)
     conversations = list(conversations)
     if tools is None:

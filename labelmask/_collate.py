@@ -124,7 +124,7 @@ class Collator:
         self.options = check_options(
             policy=policy, template=template, add_eos=add_eos, return_tensors="np", **template_kwargs
         )
-        check_template_kwargs(processor, template_kwargs)
+        check_template_kwargs(processor, self.options.template_kwargs)
         self.processor = processor
         self.policy = policy
         self.template = template

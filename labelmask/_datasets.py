@@ -178,7 +178,7 @@ def mask_dataset(
         )
         raise OptionError(msg)
     options = check_options(policy=policy, template=template, return_tensors="np", **template_kwargs)
-    check_template_kwargs(processor, template_kwargs)
+    check_template_kwargs(processor, options.template_kwargs)
     columns = list(dataset.column_names)
     if messages_column not in columns:
         raise KeyError(f"The dataset has no column {messages_column!r} (columns: {columns}); pass messages_column=.")

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections import Counter
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
@@ -148,11 +149,13 @@ def content_writers(
     their content spans tell those occurrences apart from the template's.
 
     A content span holds the message's text, but some templates write syntax inside it too (Gemma 4
-    quotes a tool result in ``<|"|>``, itself a control token). When every control-token string occurs
-    in the message's content spans exactly as often as in its content, all of them are the data's
-    (``writers``: :func:`written_tokens` takes them from the spans). Otherwise the message is
-    ``unsure``: its content is marked in :func:`data_written_spans`'s render instead, and then so is
-    every other message's that writes some.
+    quotes a tool result in ``<|"|>``, itself a control token). When no control-token string occurs in
+    the message's content spans more often than in its content, all of them are the data's (``writers``:
+    :func:`written_tokens` takes them from the spans); fewer is a template that leaves part of the text
+    out (DeepSeek R1 writes what follows ``</think>`` only). Otherwise the message is ``unsure``: its
+    content is marked in :func:`data_written_spans`'s render instead, and then so is every other
+    message's that writes some. (A template that both writes a string inside a content span and drops
+    the data's occurrences of it would fool the counts; none does.)
     """
     pattern = specials.pattern
     writers, unsure = set(), set()
@@ -170,10 +173,11 @@ def content_writers(
                 if not any(x <= match.start() < y for x, y in images):
                     found.append(match.group())
     for m, message in enumerate(messages):
-        written = sorted(t for s in _strings(message.get("content"), []) for t in pattern.findall(s))
+        written = Counter(t for s in _strings(message.get("content"), []) for t in pattern.findall(s))
         if not written:
             continue
-        (writers if sorted(in_spans.get(m, [])) == written else unsure).add(m)
+        # More of a string in the spans than in the content: the template wrote some there.
+        (unsure if Counter(in_spans.get(m, ())) - written else writers).add(m)
     if unsure:
         # Marked, a content no longer equals another message's unmarked copy of it, and a template may
         # compare them (Tiny Aya leaves out a system message equal to the first): all are marked alike.

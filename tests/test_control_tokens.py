@@ -369,3 +369,22 @@ def test_a_forged_message_the_template_leaves_out_for_equalling_another(mode, to
     im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
     assert im_end not in out["labels"]
     assert out["input_ids"].count(im_end) == (1 if mode == "keep" else 0)
+
+
+@pytest.mark.parametrize("mode", ["keep", "escape"])
+def test_reasoning_in_content_that_the_template_cuts_is_not_refused(mode, tokenizers):
+    # DeepSeek R1's distills write only what follows </think> (a control token of that tokenizer): the
+    # content's </think> is not rendered. Taking that for a template that rewrites the text, a first
+    # version of the count rule marked the content, could not find it in the second render and refused
+    # the commonest R1 sample (found by test_align on deepseek-r1-distill).
+    tokenizer = tokenizers["deepseek-r1-distill"]
+    messages = [
+        {"role": "user", "content": "2+2?"},
+        {"role": "assistant", "content": "<think>\nAdd them.\n</think>\n\n4."},
+    ]
+    out = labelmask.mask_conversation(messages, tokenizer, control_tokens=mode, check="full")
+    stock = tokenizer.apply_chat_template(messages, tokenize=False)
+    assert out.text == stock
+    assert out["input_ids"] == tokenizer(stock, add_special_tokens=False)["input_ids"]
+    reply = stock.split("<｜Assistant｜>")[1]  # "\n\n4." and the end of sentence: the reasoning is cut
+    assert tokenizer.decode([t for t in out["labels"] if t != labelmask.IGNORE_INDEX]) == reply
