@@ -20,6 +20,7 @@ from labelmask._mask import MaskedConversation, MaskReport, mask_conversation
 from labelmask._parts import Part, Role
 from labelmask._policy import IGNORE_INDEX, Policy
 from labelmask._registry import AnnotatedTemplate, register_template, template_hash, templates
+from labelmask._render import RenderBudget
 from labelmask._turns import mask_turns
 from labelmask.errors import (
     AnnotationError,
@@ -33,6 +34,7 @@ from labelmask.errors import (
     NotRenderedError,
     NotRenderedWarning,
     OptionError,
+    RenderBudgetError,
     RenderParityError,
     TemplateNotFoundError,
     TemplateRaisedError,
@@ -61,6 +63,8 @@ __all__ = [
     "OptionError",
     "Part",
     "Policy",
+    "RenderBudget",
+    "RenderBudgetError",
     "RenderParityError",
     "Role",
     "TemplateNotFoundError",

@@ -112,13 +112,13 @@ class Collator:
     ):
         tokenizer = getattr(processor, "tokenizer", processor) if not hasattr(processor, "pad_token_id") else processor
         side = padding_side or getattr(tokenizer, "padding_side", None) or "right"
-        if side not in ("left", "right"):
+        if not (isinstance(side, str) and side in ("left", "right")):
             raise OptionError(f"padding_side={side!r}: use 'left' or 'right'.")
         if pad_to_multiple_of is not None and (not isinstance(pad_to_multiple_of, int) or pad_to_multiple_of < 1):
             raise OptionError(f"pad_to_multiple_of={pad_to_multiple_of!r}: use a positive int or None.")
-        if return_tensors not in ("pt", "np"):
+        if not (isinstance(return_tensors, str) and return_tensors in ("pt", "np")):
             raise OptionError(f"return_tensors={return_tensors!r}: use 'pt' or 'np'.")
-        if expand not in (None, "turns"):
+        if not (expand is None or expand == "turns" and isinstance(expand, str)):
             raise OptionError(f"Collator(expand={expand!r}): use None (one sample per feature) or 'turns'.")
         # Checked once here, so a wrong option fails when the collator is made, not at the first batch.
         self.options = check_options(

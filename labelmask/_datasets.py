@@ -168,7 +168,7 @@ def mask_dataset(
     import datasets
 
     check_on_error(on_error, ("raise", "drop"), "mask_dataset")
-    if expand not in EXPAND_MODES:
+    if not (expand is None or isinstance(expand, str) and expand in EXPAND_MODES):
         raise OptionError(f"mask_dataset(expand={expand!r}): use None (one row per conversation) or 'turns'.")
     if is_processor(processor):
         msg = (

@@ -86,6 +86,7 @@ from labelmask._rendered import TURN_KIND, Rendered
 from labelmask.errors import (
     AnnotationError,
     LabelmaskError,
+    RenderBudgetError,
     RenderParityError,
     TemplateRaisedError,
     UnverifiedTemplateError,
@@ -229,6 +230,8 @@ def _check_block_ends(rendered: Rendered, conversation: Conversation, name: str,
     if any(x is not None for x in neutral):
         try:
             other = render([x if x is not None else m for x, m in zip(neutral, messages)])
+        except RenderBudgetError:
+            raise
         except LabelmaskError:
             other = None
         if other is not None and other.spans == rendered.spans:
@@ -275,6 +278,8 @@ def _check_block_attribution(rendered: Rendered, conversation: Conversation, nam
     def render_with(changed: list[int]) -> Rendered | None:
         try:
             return render([perturbed[m] if m in changed else message for m, message in enumerate(messages)])
+        except RenderBudgetError:
+            raise
         except LabelmaskError:
             return None
 

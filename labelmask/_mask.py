@@ -10,6 +10,7 @@ from typing import Any
 
 from labelmask._pipeline import check_options
 from labelmask._policy import Policy
+from labelmask._render import RenderBudget
 from labelmask._result import MaskedConversation, MaskReport
 from labelmask._truncate import mask_with
 
@@ -33,6 +34,7 @@ def mask_conversation(
     processor_kwargs: dict[str, Any] | None = None,
     control_tokens: str = "keep",
     check: str = "off",
+    render_budget: RenderBudget | None = None,
     **template_kwargs: Any,
 ) -> MaskedConversation:
     """Tokenize a conversation as its chat template does and label what to train.
@@ -102,6 +104,9 @@ def mask_conversation(
             decoder (``"full"``: also decodes each run back to the text it covers and checks every
             trained character is covered; 35 to 66% more). ``"off"`` by default, for that cost
             (docs/how-it-works.md).
+        render_budget: How long one render of the chat template may take and how much it may
+            write (:class:`~labelmask.RenderBudget`; default 60 s and 2**25 characters, far above any
+            real template). Past it: :class:`~labelmask.errors.RenderBudgetError`.
         **template_kwargs: Passed to the template (``enable_thinking=False``, ``date_string=...``).
             A keyword the template does not read raises :class:`~labelmask.errors.OptionError`
             with the closest known name (``return_tensor=`` -> ``return_tensors=``).
@@ -140,6 +145,7 @@ def mask_conversation(
         max_length=max_length,
         truncation=truncation,
         processor_kwargs=processor_kwargs,
+        render_budget=render_budget,
         **template_kwargs,
     )
     return mask_with(messages, processor, tools, options, images)

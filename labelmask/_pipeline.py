@@ -45,7 +45,15 @@ from labelmask._messages import normalize_conversation, plain_kwargs
 from labelmask._parts import Role
 from labelmask._policy import IGNORE_INDEX, Policy, apply_policy, label_runs, plan_runs, trained_messages
 from labelmask._registry import REGISTRY, AnnotatedTemplate, template_hash
-from labelmask._render import compile_template, render_annotated, render_stock, template_variables
+from labelmask._render import (
+    RenderBudget,
+    compile_template,
+    render_annotated,
+    render_stock,
+    reset_budget,
+    set_budget,
+    template_variables,
+)
 from labelmask._result import MaskedConversation, MaskReport, Provenance
 from labelmask._vision import added_tokens, attach_images, collect_images, expand, is_processor, openai_image_parts
 from labelmask.errors import (
@@ -102,6 +110,7 @@ class Options:
     truncation: str = "right"
     processor_kwargs: Mapping[str, Any] | None = None
     template_kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    render_budget: RenderBudget | None = None  # None: the default RenderBudget()
 
 
 def check_options(
@@ -117,6 +126,7 @@ def check_options(
     max_length: int | None = None,
     truncation: str = "right",
     processor_kwargs: Mapping[str, Any] | None = None,
+    render_budget: RenderBudget | None = None,
     **template_kwargs: Any,
 ) -> Options:
     """The call's :class:`Options`, the default policy filled in.
@@ -132,16 +142,18 @@ def check_options(
         raise OptionError(f"add_eos={add_eos!r}: use None (the template decides), True or False.")
     if template is not None and not isinstance(template, str):
         raise OptionError(f"template={template!r:.80}: use the name of an annotated template (a str), or None.")
-    if return_tensors not in (None, "np", "pt"):
+    if not (return_tensors is None or isinstance(return_tensors, str) and return_tensors in ("np", "pt")):
         raise OptionError(f"return_tensors={return_tensors!r}: use None (lists), 'np' or 'pt'.")
-    if control_tokens not in CONTROL_TOKEN_MODES:
+    if not (isinstance(control_tokens, str) and control_tokens in CONTROL_TOKEN_MODES):
         raise OptionError(f"control_tokens={control_tokens!r}: use 'keep', 'escape' or 'raise'.")
-    if check not in CHECK_MODES:
+    if not (isinstance(check, str) and check in CHECK_MODES):
         raise OptionError(f"check={check!r}: use 'fast', 'full' or 'off'.")
     if max_length is not None and (not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < 1):
         raise OptionError(f"max_length={max_length!r}: use a positive int.")
-    if truncation not in TRUNCATION_MODES:
+    if not (isinstance(truncation, str) and truncation in TRUNCATION_MODES):
         raise OptionError(f"truncation={truncation!r}: use one of {', '.join(map(repr, TRUNCATION_MODES))}.")
+    if render_budget is not None and not isinstance(render_budget, RenderBudget):
+        raise OptionError(f"render_budget={render_budget!r:.80}: use labelmask.RenderBudget(seconds=..., chars=...).")
     for key, why in _REFUSED_KWARGS.items():
         if key in template_kwargs:
             raise ConversationError(f"mask_conversation does not take {key}=: {why}.")
@@ -158,6 +170,7 @@ def check_options(
         truncation,
         processor_kwargs,
         template_kwargs,
+        render_budget,
     )
 
 
@@ -174,6 +187,7 @@ KNOWN_OPTIONS = (
     "images",
     "add_eos",
     "processor_kwargs",
+    "render_budget",
     "control_tokens",
     "check",
     "on_error",
@@ -231,7 +245,7 @@ ON_ERROR = {
 
 def check_on_error(on_error: Any, allowed: tuple[str, ...], function: str) -> None:
     """Raise :class:`OptionError` unless ``on_error`` is one of ``allowed`` (words of :data:`ON_ERROR`)."""
-    if on_error not in allowed:
+    if not (isinstance(on_error, str) and on_error in allowed):
         choices = "; ".join(f"{word!r}: {ON_ERROR[word]}" for word in allowed)
         others = [w for w in ON_ERROR if w not in allowed]
         why = f" ({function} has no {', '.join(map(repr, others))})" if others else ""
@@ -325,6 +339,15 @@ class Staged(NamedTuple):
 
 
 def render_step(messages: Any, processor: Any, tokenizer: Any, tools: Any, options: Options) -> Staged:
+    """Render the conversation (every render under ``options.render_budget``) and plan its labels."""
+    token = set_budget(options.render_budget)
+    try:
+        return _render_step(messages, processor, tokenizer, tools, options)
+    finally:
+        reset_budget(token)
+
+
+def _render_step(messages: Any, processor: Any, tokenizer: Any, tools: Any, options: Options) -> Staged:
     template_kwargs, policy = options.template_kwargs, options.policy
     check_template_kwargs(processor, template_kwargs)
     stock_source = _stock_source(processor, tools)

@@ -104,17 +104,22 @@ class Policy:
     def __post_init__(self) -> None:
         if not isinstance(self.roles, (str, frozenset, set, list, tuple)):
             raise OptionError(f"Policy(roles={self.roles!r:.40}): use a role name or a collection of them.")
-        roles = frozenset([self.roles] if isinstance(self.roles, str) else self.roles)
+        items = [self.roles] if isinstance(self.roles, str) else list(self.roles)
+        if not all(isinstance(role, str) for role in items):
+            raise OptionError(f"Policy(roles={self.roles!r:.40}): roles are names: system, user, assistant, tool.")
+        roles = frozenset(items)
         unknown = roles - {"system", "user", "assistant", "tool"}
         if unknown:
             msg = f"Policy(roles=...) got unknown roles {sorted(unknown)}; use system, user, assistant, tool."
             raise OptionError(msg)
         object.__setattr__(self, "roles", roles)
-        if self.straddle not in ("train", "drop"):
+        if not (isinstance(self.straddle, str) and self.straddle in ("train", "drop")):
             raise OptionError(f"Policy(straddle={self.straddle!r}): use 'train' or 'drop'.")
-        if self.on_empty not in ("raise", "keep"):
+        if not (isinstance(self.on_empty, str) and self.on_empty in ("raise", "keep")):
             raise OptionError(f"Policy(on_empty={self.on_empty!r}): use 'raise' or 'keep'.")
-        if self.on_dropped_tool_calls not in ("raise", "skip", "train"):
+        if not (
+            isinstance(self.on_dropped_tool_calls, str) and self.on_dropped_tool_calls in ("raise", "skip", "train")
+        ):
             msg = f"Policy(on_dropped_tool_calls={self.on_dropped_tool_calls!r}): use 'raise', 'skip' or 'train'."
             raise OptionError(msg)
 

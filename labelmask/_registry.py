@@ -79,7 +79,7 @@ def parse_annotated(source: str, *, where: str = "<string>") -> AnnotatedTemplat
     if "name" not in fields:
         raise AnnotationError(f"{where}: the header has no 'name:' line")
     content_format = fields.get("content", ["text"])[0]
-    if content_format not in ("text", "parts"):
+    if not (isinstance(content_format, str) and content_format in ("text", "parts")):
         raise AnnotationError(f"{where}: 'content:' must be 'text' or 'parts', not {content_format!r}")
     return AnnotatedTemplate(
         name=fields["name"][0],
@@ -235,7 +235,7 @@ def register_template(
         raise OptionError(
             f"register_template(matches=...) takes stock template sources (str), not {type(bad).__name__}."
         )
-    if content_format not in ("text", "parts"):
+    if not (isinstance(content_format, str) and content_format in ("text", "parts")):
         raise AnnotationError(f"content_format must be 'text' or 'parts', not {content_format!r}", template=name)
     if isinstance(matches, str):
         raise AnnotationError("matches= takes a list of stock template sources, not one string", template=name)

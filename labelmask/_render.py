@@ -29,7 +29,10 @@ with the :class:`~labelmask._rendered.Rendered` result every later stage reads.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import time
+from contextvars import ContextVar
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
@@ -54,7 +57,7 @@ from labelmask._rendered import (
     decode,
     index_char,
 )
-from labelmask.errors import AnnotationError, RenderParityError, TemplateRaisedError
+from labelmask.errors import AnnotationError, OptionError, RenderBudgetError, RenderParityError, TemplateRaisedError
 
 
 class _SpanExtension(jinja2.ext.Extension):
@@ -219,10 +222,111 @@ _SAFE_ATTRIBUTE: dict[tuple[type, str], bool] = {}
 _DICT_ATTRIBUTES = frozenset(dir(dict))
 
 
+@dataclasses.dataclass(frozen=True)
+class RenderBudget:
+    """How long one render of a chat template may take, and how much it may write.
+
+    A chat template is code, and a hostile or broken one can loop for hours (two nested
+    ``range(100000)`` loops) or write gigabytes (``'x' * 10**9``) before anything is tokenized.
+    Each render (the stock template's, the annotation's, the fallback's extra renders) stops
+    with :class:`~labelmask.RenderBudgetError` once it passes either limit. The defaults are far
+    above any real template: the shipped ones render a 100-message conversation in
+    milliseconds, and 2**25 characters is about eight million tokens.
+
+    Attributes:
+        seconds: Wall-clock time for one render. Checked between outputs and every 1,024 steps
+            of a ``range`` loop (a loop that writes nothing is still stopped).
+        chars: Characters one render may write (the conversation's own text included), and the
+            largest string or list a ``*`` in the template may build.
+    """
+
+    seconds: float = 60.0
+    chars: int = 2**25
+
+    def __post_init__(self) -> None:
+        for field, value in (("seconds", self.seconds), ("chars", self.chars)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise OptionError(f"RenderBudget({field}={value!r}): use a positive number.")
+
+
+DEFAULT_BUDGET = RenderBudget()
+# The budget of the renders under way in this context, and the monotonic time the current one must end by.
+_BUDGET: ContextVar[RenderBudget] = ContextVar("labelmask_render_budget", default=DEFAULT_BUDGET)
+_DEADLINE: ContextVar[float] = ContextVar("labelmask_render_deadline", default=float("inf"))
+
+
+def set_budget(budget: RenderBudget | None) -> Any:
+    """Make ``budget`` (``None``: the default) the budget of renders in this context; returns the
+    token for :func:`reset_budget`."""
+    return _BUDGET.set(budget if budget is not None else DEFAULT_BUDGET)
+
+
+def reset_budget(token: Any) -> None:
+    _BUDGET.reset(token)
+
+
+class _OverBudget(Exception):
+    """Raised inside a render; :func:`_render` turns it into :class:`RenderBudgetError`."""
+
+
+def _check_deadline() -> None:
+    if time.monotonic() > _DEADLINE.get():
+        raise _OverBudget("time")
+
+
+class _BudgetedRange:
+    """``range`` for templates: the sandbox's (at most 100,000 items), checking the render's deadline
+    every 1,024 items, so nested loops that write nothing still stop."""
+
+    __slots__ = ("_range",)
+
+    def __init__(self, r: range):
+        self._range = r
+
+    def __iter__(self):
+        for i in self._range:
+            if not i & 1023:
+                _check_deadline()
+            yield i
+
+    def __reversed__(self):
+        return _BudgetedRange(self._range[::-1]).__iter__()
+
+    def __len__(self) -> int:
+        return len(self._range)
+
+    def __getitem__(self, key: Any) -> Any:
+        item = self._range[key]
+        return _BudgetedRange(item) if isinstance(item, range) else item
+
+    def __contains__(self, value: Any) -> bool:
+        return value in self._range
+
+    def __repr__(self) -> str:
+        return repr(self._range)
+
+
+def _range(*args: Any) -> _BudgetedRange:
+    return _BudgetedRange(jinja2.sandbox.safe_range(*args))
+
+
 class _Sandbox(jinja2.sandbox.ImmutableSandboxedEnvironment):
-    """transformers' sandbox (immutable), with two shortcuts that decide exactly as it does."""
+    """transformers' sandbox (immutable), with two shortcuts that decide exactly as it does, and
+    the render budget on ``*`` and ``**``."""
 
     labelmask_mode = "stock"
+    intercepted_binops = frozenset({"*", "**"})
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "*":
+            limit = _BUDGET.get().chars
+            for seq, n in ((left, right), (right, left)):
+                if isinstance(seq, (str, list, tuple)) and isinstance(n, int) and len(seq) * n > limit:
+                    raise _OverBudget("chars")
+        elif isinstance(left, int) and isinstance(right, int) and right > 64 and abs(left) > 1:
+            if right * abs(left).bit_length() > 1 << 20:
+                raise _OverBudget("chars")  # an integer of more than a million bits
+        return super().call_binop(context, operator, left, right)
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         # ``message.content`` on a dict: Jinja tries the attribute, catches AttributeError, then
@@ -285,6 +389,7 @@ def _make_env(mode: str) -> jinja2.sandbox.ImmutableSandboxedEnvironment:
     env.globals["strftime_now"] = _strftime_now
     env.globals["dict"] = _Dict()
     env.globals["namespace"] = _Namespace
+    env.globals["range"] = _range
     return env
 
 
@@ -302,8 +407,26 @@ def compile_template(source: str, *, mode: str, name: str) -> jinja2.Template:
 
 
 def _render(template: jinja2.Template, variables: dict[str, Any], name: str) -> str:
+    budget = _BUDGET.get()
+    deadline = time.monotonic() + budget.seconds
+    token = _DEADLINE.set(deadline)
     try:
-        return template.render(**variables)
+        # Template.render, with the budget checked between outputs.
+        pieces: list[str] = []
+        size, limit = 0, budget.chars
+        try:
+            for piece in template.root_render_func(template.new_context(variables)):
+                size += len(piece)
+                if size > limit:
+                    raise _OverBudget("chars")
+                if time.monotonic() > deadline:
+                    raise _OverBudget("time")
+                pieces.append(piece)
+        except Exception:
+            template.environment.handle_exception()
+        return "".join(pieces)
+    except _OverBudget as exc:
+        raise _over_budget(str(exc), budget, name) from None
     except AnnotationError as exc:
         exc.template = name
         raise
@@ -322,6 +445,21 @@ def _render(template: jinja2.Template, variables: dict[str, Any], name: str) -> 
                 "Check that the message's fields have the types this template expects."
             )
         raise TemplateRaisedError(f"The chat template {name!r} {what}", message_index=index, template=name) from exc
+    finally:
+        _DEADLINE.reset(token)
+
+
+def _over_budget(what: str, budget: RenderBudget, name: str) -> RenderBudgetError:
+    spent = f"wrote more than {budget.chars:,} characters"
+    if what == "time":
+        spent = f"ran longer than {budget.seconds:g} s"
+    msg = (
+        f"Rendering chat template {name!r} {spent} (the render budget). Real chat templates render a conversation "
+        "in milliseconds and write about its own length: this template loops or writes far more (a broken or "
+        "hostile template), or the conversation itself is that long. Check the template; if the work is real, "
+        "pass render_budget=labelmask.RenderBudget(seconds=..., chars=...)."
+    )
+    return RenderBudgetError(msg, template=name, limit=what)
 
 
 def render_stock(template: jinja2.Template, variables: dict[str, Any], name: str) -> str:

@@ -208,7 +208,8 @@ def _use_color(choice: str) -> bool:
 
 def _show(args: argparse.Namespace) -> int:
     from labelmask import _view
-    from labelmask.errors import LabelmaskError
+    from labelmask._render import RenderBudget
+    from labelmask.errors import LabelmaskError, RenderBudgetError
 
     records = _read_json_records(args.conversation)
     if not 0 <= args.row < len(records):
@@ -225,10 +226,22 @@ def _show(args: argparse.Namespace) -> int:
     kwargs = _template_kwargs(args.kwarg, processor)
     if images:
         kwargs["images"] = images
+    limit = args.max_tokens
+    lift = "pass --max-tokens N for a larger view, or --max-tokens 0 for no limit"
+    if limit:
+        # The view holds about 1 KB per token: refused before tokenizing when the render is far longer
+        # than any text of that many tokens (64 characters a token), and after it when over the limit.
+        kwargs.setdefault("render_budget", RenderBudget(chars=64 * limit))
     try:
         out = _mask(messages, processor, tools, args, verify=True, **kwargs)
+    except RenderBudgetError as e:
+        if limit and e.limit == "chars":
+            raise CliError(f"{where}: the conversation renders to more than {64 * limit:,} characters: {lift}") from e
+        raise CliError(f"{where}: {type(e).__name__}: {e}") from e
     except LabelmaskError as e:
         raise CliError(f"{where}: {type(e).__name__}: {e}") from e
+    if limit and out.report.n_tokens > limit:
+        raise CliError(f"{where}: {out.report.n_tokens:,} tokens, over the view's limit of {limit:,}: {lift}")
     sys.stdout.write(_view.render_terminal(out, color=_use_color(args.color)))
     if args.html is not None:
         page = _view.render_html(out, title=f"labelmask show {Path(args.conversation).name}")
@@ -464,6 +477,16 @@ def _templates(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------- parser
 
 
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="labelmask",
@@ -497,6 +520,14 @@ def _parser() -> argparse.ArgumentParser:
         help="an image for the next image part that carries none (a processor folder); repeatable",
     )
     show.add_argument("--html", metavar="FILE", help="also write a standalone HTML report")
+    show.add_argument(
+        "--max-tokens",
+        type=_count,
+        default=50_000,
+        metavar="N",
+        help="refuse a conversation of more than N tokens (default 50000; the view takes about 1 KB a token); 0: "
+        "no limit",
+    )
     show.add_argument(
         "--color",
         choices=("auto", "always", "never"),

@@ -11,6 +11,7 @@ callers that do not know labelmask::
     ├── TemplateNotFoundError(LabelmaskError, LookupError)   no annotation for this chat template
     │   └── UnverifiedTemplateError                          ... and spans derived without one fail their checks
     ├── TemplateRaisedError(LabelmaskError, ValueError)      the chat template itself rejected the input
+    ├── RenderBudgetError(LabelmaskError, RuntimeError)      a render ran too long or wrote too much
     ├── AnnotationError(LabelmaskError, ValueError)          an annotated template is broken
     │   └── RenderParityError                                annotated render != stock render
     ├── TokenizerError(LabelmaskError, TypeError)            the tokenizer cannot give offsets
@@ -41,6 +42,7 @@ __all__ = [
     "NotRenderedWarning",
     "NothingToTrainError",
     "OptionError",
+    "RenderBudgetError",
     "RenderParityError",
     "TemplateNotFoundError",
     "TemplateRaisedError",
@@ -108,6 +110,19 @@ class UnverifiedTemplateError(TemplateNotFoundError):
 
 class TemplateRaisedError(LabelmaskError, ValueError):
     """The chat template raised while rendering (e.g. Gemma's role alternation check)."""
+
+
+class RenderBudgetError(LabelmaskError, RuntimeError):
+    """One render of a chat template passed its :class:`~labelmask.RenderBudget`: it ran longer or wrote
+    more than the limits (a template that loops or writes without end, or a conversation that long).
+
+    Attributes:
+        limit: ``"time"`` or ``"chars"``, the limit passed.
+    """
+
+    def __init__(self, msg: str, *, limit: str, template: str | None = None):
+        super().__init__(msg, template=template)
+        self.limit = limit
 
 
 class AnnotationError(LabelmaskError, ValueError):

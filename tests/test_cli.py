@@ -185,6 +185,27 @@ def test_show_errors_are_clear_with_exit_status_2(capsys, qwen3, tmp_path):
     assert status == 2 and "not UTF-8 text" in err
 
 
+def test_show_refuses_a_conversation_over_its_token_limit_unless_lifted(capsys, qwen3, tmp_path):
+    # Issue 19, item 11. On f01e381 a 20 MB conversation (about 10M tokens) grew `labelmask show` past
+    # 10 GB in two minutes (the view takes about 1 KB a token). Here: a small limit, then lifted.
+    long = tmp_path / "long.json"
+    words = " ".join(f"w{i}" for i in range(400))
+    long.write_text(json.dumps([{"role": "user", "content": words}, {"role": "assistant", "content": "ok"}]))
+    n_tokens = labelmask.mask_conversation(json.loads(long.read_text()), load_tokenizer("qwen3")).report.n_tokens
+    status, out, err = run(capsys, "show", long, qwen3, "--max-tokens", 100, "--color", "never")
+    assert status == 2 and out == ""
+    assert f"{n_tokens:,} tokens, over the view's limit of 100: pass --max-tokens N" in err
+    # Far longer than the limit allows: refused before tokenizing, by the render's length.
+    status, out, err = run(capsys, "show", long, qwen3, "--max-tokens", 10, "--color", "never")
+    assert status == 2 and "renders to more than 640 characters" in err and "--max-tokens 0" in err
+    for lifted in (n_tokens, 0):
+        status, out, _ = run(capsys, "show", long, qwen3, "--max-tokens", lifted, "--color", "never")
+        assert status == 0 and "w399" in out
+    with pytest.raises(SystemExit) as info:
+        run(capsys, "show", long, qwen3, "--max-tokens", -1)
+    assert info.value.code == 2 and "--max-tokens: -1 is negative" in capsys.readouterr().err
+
+
 def test_show_keeps_a_conversation_with_nothing_to_train(capsys, qwen3):
     status, out, _ = run(capsys, "show", DATASET, qwen3, "--row", 4)
     assert status == 0

@@ -4,7 +4,8 @@ Whatever the input (not a list, messages of any shape, roles, content, tool call
 reasoning of any JSON type, full-Unicode text with control-token look-alikes; and, from issue 19,
 control tokens in every field (content, tool arguments, tool schemas, template arguments), lone
 surrogates, deep and cyclic structures, lying mapping subclasses, objects that are not JSON in
-tool arguments and schemas, unknown keywords), the only exceptions that escape are labelmask's own,
+tool arguments and schemas, unknown keywords, labelmask's own options with values of the wrong type),
+the only exceptions that escape are labelmask's own,
 no control token a message wrote is trained, and every sample it returns satisfies the
 invariants of ``labelmask.testing`` (render and token parity with the stock template,
 soundness, completeness, end of turn), under every ``control_tokens`` mode. 2,000
@@ -152,6 +153,22 @@ KWARGS = st.dictionaries(
 )
 
 
+# Issue 19, item 12: labelmask's own options given values of the wrong type or outside their range
+# (a valid value is filtered out, so every drawn option must be refused with a labelmask error).
+VALID = {"np", "pt", "off", "fast", "full", "left", "right", "turns", "drop"}
+WRONG = (
+    st.text(max_size=4).filter(lambda v: v not in VALID)
+    | st.floats()
+    | st.integers(-3, 0)
+    | st.lists(st.integers(), max_size=2)
+    | st.dictionaries(st.text(max_size=3), st.integers(), max_size=1)
+    | ODD
+)
+OPTIONS = st.dictionaries(
+    st.sampled_from(["max_length", "truncation", "template", "add_eos", "render_budget"]), WRONG, max_size=2
+)
+
+
 def plain(messages):
     """The messages as labelmask reads them (each mapping once, as a plain dict), for the checks."""
     if not isinstance(messages, list):
@@ -170,9 +187,10 @@ EOT = {"qwen3": "<|im_end|>", "llama3": "<|eot_id|>", "chatml": "<|im_end|>"}
     mode=st.sampled_from(["keep", "escape", "raise"]),
     on_empty=st.sampled_from(["raise", "keep"]),
     kwargs=st.just({}) | KWARGS,
+    options=st.just({}) | st.just({}) | OPTIONS,
 )
 def test_only_labelmask_errors_escape_and_results_hold_the_invariants(
-    name, messages, tools, mode, on_empty, kwargs, tokenizers
+    name, messages, tools, mode, on_empty, kwargs, options, tokenizers
 ):
     tokenizer = tokenizers[name]
     policy = labelmask.Policy(on_empty=on_empty)
@@ -185,6 +203,7 @@ def test_only_labelmask_errors_escape_and_results_hold_the_invariants(
             control_tokens=mode,
             return_tensors="np",
             check="full",
+            **options,
             **kwargs,
         )
     except labelmask.MaskCheckError:
@@ -192,6 +211,7 @@ def test_only_labelmask_errors_escape_and_results_hold_the_invariants(
     except labelmask.LabelmaskError as error:
         event(f"refused: {type(error).__name__}")
         return
+    assert not options, f"an option of the wrong type or range was accepted: {options!r}"
     event("returned" if out.report.n_trained else "returned with nothing trained")
     sample = Sample(tokenizer, plain(messages), tools, kwargs, out, Expect(eot=EOT[name], template=name))
     for check in CHECKS:
@@ -202,3 +222,21 @@ def test_only_labelmask_errors_escape_and_results_hold_the_invariants(
     written, _ = _written_control_tokens(sample)
     for (a, b), label in zip(out.offsets.tolist(), out["labels"].tolist()):
         assert label == labelmask.IGNORE_INDEX or not written[a:b].any(), f"trained {out.text[a:b]!r}, written"
+
+
+@settings(max_examples=300)
+@given(
+    field=st.sampled_from(["roles", "straddle", "on_empty", "on_dropped_tool_calls"]),
+    value=WRONG | st.lists(WRONG, max_size=2),
+)
+def test_a_policy_field_of_the_wrong_type_is_an_option_error(field, value):
+    # Issue 19, item 12: Policy(roles=[[1]]) raised TypeError (unhashable) from inside, and a numpy array
+    # for a mode raised numpy's ValueError (ambiguous truth value) from the membership test.
+    try:
+        labelmask.Policy(**{field: value})
+    except labelmask.OptionError as error:
+        assert field in str(error)
+    else:
+        # A collection of role names drawn by chance (or none: only "train": True messages) is a valid policy.
+        assert field == "roles" and isinstance(value, (list, set))
+        assert set(value) <= {"system", "user", "assistant", "tool"}
