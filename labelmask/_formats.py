@@ -406,12 +406,12 @@ def _unknown_shape(names: set[str], candidates: dict[str, RowFormat], format: st
         )
         return (
             f"{where} (columns {listed}) is in no format labelmask reads ({formats}). Name the columns with "
-            "columns={...} and format=..., or pass messages_column= for a column of OpenAI messages."
+            "columns={...} and the format with format=... (the CLI's --column KEY=NAME and --format)."
         )
     keys = [key for key in _REQUIRED[best] if candidate.columns[key] not in names]
     rename = ", ".join(f"{key!r}: ..." for key in keys)
     resemble = "is read as" if format else "looks like"
     return (
         f"{where} (columns {listed}) {resemble} {candidate.label} but has no column {', '.join(map(repr, missing))}; "
-        f"add it, or name the column that holds it with columns={{{rename}}}."
+        f"add it, or name the column that holds it with columns={{{rename}}} (the CLI's --column KEY=NAME)."
     )

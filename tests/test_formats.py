@@ -462,3 +462,72 @@ def test_iterable_dataset_refuses_num_proc(qwen3):
     stream = datasets.Dataset.from_list([{"messages": [{"role": "user", "content": "a"}]}]).to_iterable_dataset()
     with pytest.raises(OptionError, match="num_proc"):
         mask_dataset(stream, qwen3, num_proc=2)
+
+
+# ---------------------------------------------------------------------- the CLI reads the same formats
+
+
+@pytest.fixture(scope="module")
+def qwen3_folder(tmp_path_factory, qwen3):
+    folder = tmp_path_factory.mktemp("qwen3")
+    qwen3.save_pretrained(folder)
+    return str(folder)
+
+
+def cli(capsys, *argv) -> tuple[int, str, str]:
+    from labelmask.cli import main
+
+    status = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def without_first_line(text: str) -> str:
+    return text.split("\n", 1)[1]  # the header names the file
+
+
+def test_cli_stats_and_show_read_each_format(capsys, qwen3_folder, tmp_path):
+    as_messages = [{"messages": m, "tools": t} for m, t in SHAREGPT_AS_MESSAGES + ALPACA_AS_MESSAGES]
+    reference = write(tmp_path, "messages.jsonl", as_messages)
+    status, expected, _ = cli(capsys, "stats", reference, qwen3_folder, "--progress", "never")
+    assert status == 0 and "5 samples, 5 masked" in expected
+    # A .json list of rows (LLaMA-Factory's files) and a .jsonl of rows, in two formats.
+    for name in ("rows.json", "rows.jsonl"):
+        status, out, err = cli(
+            capsys, "stats", write(tmp_path, name, SHAREGPT + ALPACA), qwen3_folder, "--progress", "never"
+        )
+        assert status == 0, err
+        assert without_first_line(out) == without_first_line(expected)
+    status, expected, _ = cli(capsys, "show", reference, qwen3_folder, "--row", 3, "--color", "never")
+    status, out, err = cli(
+        capsys, "show", write(tmp_path, "a.json", ALPACA), qwen3_folder, "--row", 1, "--color", "never"
+    )
+    assert status == 0, err
+    assert out == expected
+
+
+def test_cli_format_column_and_tag_options(capsys, qwen3_folder, tmp_path):
+    qa = write(tmp_path, "qa.jsonl", [{"q": "Why?", "a": "Because."}])
+    status, _, err = cli(capsys, "stats", qa, qwen3_folder)
+    assert status == 2 and "qa.jsonl:1: expected a list of messages or an object with a 'messages' list" in err
+    assert "is in no format labelmask reads" in err
+    status, out, err = cli(
+        capsys, "stats", qa, qwen3_folder, "--format", "alpaca", "--column", "prompt=q", "--column", "response=a"
+    )
+    assert status == 0 and "1 samples, 1 masked" in out, err
+    half = write(tmp_path, "half.jsonl", [{"instruction": "Why?", "answer": "Because."}])
+    status, _, err = cli(capsys, "show", half, qwen3_folder)
+    assert status == 2 and "looks like Alpaca but has no column 'output'" in err
+    status, _, err = cli(capsys, "show", qa, qwen3_folder, "--column", "prompt")
+    assert status == 2 and "--column 'prompt': use KEY=NAME" in err
+    dialog = write(
+        tmp_path, "d.jsonl", [{"conversations": [{"from": "USER", "value": "Hi"}, {"from": "BOT", "value": "Yo"}]}]
+    )
+    status, out, err = cli(
+        capsys, "stats", dialog, qwen3_folder, "--tag", "user_tag=USER", "--tag", "assistant_tag=BOT"
+    )
+    assert status == 0 and "1 samples, 1 masked" in out, err
+    # Without the tags the row is refused and counted, as any conversation labelmask refuses.
+    status, out, err = cli(capsys, "stats", dialog, qwen3_folder, "--progress", "never")
+    assert status == 0, err
+    assert "samples refused, ConversationError: 1 (first: " in out and "has from='USER'" in out
