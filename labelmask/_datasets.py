@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import warnings
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
@@ -215,7 +216,8 @@ def mask_dataset(
             names the format they resemble and the column missing. A row that does not fit
             its format raises it too, as any failing row (``"Row <index>: ShareGPT row: ..."``).
         NothingToTrainError: ``on_error="drop"`` dropped every row (the message gives the
-            first error); a stream cannot know this before it is read and yields no rows.
+            first error). A stream cannot know this before it is read: as it is read, it
+            warns (``UserWarning``) at the first dropped row of each error class, with its error.
     """
     import datasets
 
@@ -289,6 +291,7 @@ def mask_dataset(
         registered=_registered(),
         expand=expand,
         kept=tuple(kept) if expand else (),
+        warn_drops=streaming,
     )
     if streaming:
         return _mask_stream(dataset, masker, features, columns if expand else removed, batch_size), None
@@ -364,6 +367,8 @@ def _mask_stream(dataset: Any, masker: _Masker, features: Any, removed: list[str
     if masker.on_error == "drop":
         masked = masked.filter(_is_ok, input_columns=[_ERROR_TYPE], batched=True, batch_size=batch_size)
         masked = masked.remove_columns([_ERROR_TYPE, _ERROR])
+    if masker.kept:  # expand="turns" writes the kept source columns after its own; Dataset.map orders by features
+        masked = masked.select_columns([name for name in features if name not in (_ERROR_TYPE, _ERROR)])
     return masked
 
 
@@ -380,6 +385,8 @@ class _Masker:
     registered: dict[str, Any]  # runtime registrations, re-made in a worker started by spawn
     expand: str | None = None
     kept: tuple[str, ...] = ()  # expand="turns": source columns repeated on each exchange's row
+    warn_drops: bool = False  # a stream: no MaskStats counts the dropped rows, so warn at the first of each kind
+    _warned: set[str] = dataclasses.field(default_factory=set, init=False, repr=False, compare=False)
 
     def __call__(self, batch: Mapping[str, list], indices: list[int]) -> dict[str, list]:
         _sync_registry(self.registered)
@@ -398,6 +405,13 @@ class _Masker:
                 exc.row = row
                 if self.on_error == "raise":
                     raise
+                if self.warn_drops and type(exc).__name__ not in self._warned:
+                    self._warned.add(type(exc).__name__)
+                    msg = (
+                        f"mask_dataset(on_error='drop'): dropping the stream's rows that raise {type(exc).__name__} "
+                        f"(the later ones without a warning); the first: {exc}"
+                    )
+                    warnings.warn(msg, UserWarning, stacklevel=2)
                 for name in names:
                     out[name].append(0 if name in _REPORT or name in _EXPANDED else [])
                 for name in self.kept:

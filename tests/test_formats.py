@@ -8,6 +8,7 @@ property tests, the drawn conversation the row was made from) and masked by ``ma
 from __future__ import annotations
 
 import json
+import warnings
 
 import pytest
 from hypothesis import given, settings
@@ -437,14 +438,21 @@ def test_iterable_dataset_equals_the_map_style_result(
         if on_error == "raise":
             with pytest.raises(NothingToTrainError, match=str(exc).split(":")[0] + ":"):
                 list(lazy)
-        else:
-            assert list(lazy) == []  # every row dropped: a stream cannot know before it is read
+        else:  # every row dropped: a stream cannot know before it is read, and warns as it drops
+            first = str(exc).split("The first error: ")[1]
+            with pytest.warns(UserWarning, match="dropping the stream's rows that raise NothingToTrainError") as caught:
+                assert list(lazy) == []
+            assert [str(w.message).split("the first: ")[1] for w in caught] == [first]
         return
     lazy, none = mask_dataset(stream, qwen3, **kwargs)
     assert none is None
     assert isinstance(lazy, datasets.IterableDataset)
-    got = list(lazy)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        got = list(lazy)
     assert got == [dict(row) for row in expected]
+    # No MaskStats for a stream: the first dropped row of each error class is a warning instead.
+    assert sorted(str(w.message).split("the first: ")[1] for w in caught) == sorted(stats.first_error.values())
     assert list(got[0]) == expected.column_names
     assert sum(row["n_trained"] for row in got) == stats.n_trained
 
@@ -531,3 +539,16 @@ def test_cli_format_column_and_tag_options(capsys, qwen3_folder, tmp_path):
     status, out, err = cli(capsys, "stats", dialog, qwen3_folder, "--progress", "never")
     assert status == 0, err
     assert "samples refused, ConversationError: 1 (first: " in out and "has from='USER'" in out
+
+
+def test_stream_with_turns_keeps_the_column_order(qwen3):
+    # Reproducer: expand="turns" with kept columns gave them after labelmask's own in a stream.
+    messages = [
+        {"role": m, "content": c} for m, c in [("user", "a"), ("assistant", "b"), ("user", "c"), ("assistant", "d")]
+    ]
+    data = datasets.Dataset.from_list([{"messages": messages, "id": 7}])
+    expected, _ = mask_dataset(data, qwen3, expand="turns", remove_columns=["messages"])
+    lazy, _ = mask_dataset(data.to_iterable_dataset(), qwen3, expand="turns", remove_columns=["messages"])
+    got = list(lazy)
+    assert [list(row) for row in got] == [expected.column_names] * 2
+    assert got == [dict(row) for row in expected]
