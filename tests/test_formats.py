@@ -552,3 +552,12 @@ def test_stream_with_turns_keeps_the_column_order(qwen3):
     got = list(lazy)
     assert [list(row) for row in got] == [expected.column_names] * 2
     assert got == [dict(row) for row in expected]
+
+
+def test_stream_whose_schema_is_known_only_once_read(qwen3):
+    data = datasets.Dataset.from_list(SHAREGPT)
+    stream = data.to_iterable_dataset().map(lambda row: row)  # a map without features= forgets the schema
+    assert stream.features is None
+    lazy, _ = mask_dataset(stream, qwen3)
+    expected, _ = mask_dataset(data, qwen3)
+    assert list(lazy) == [dict(row) for row in expected]
