@@ -126,7 +126,7 @@ def mask_dataset(
       ``observation``: a ``tool`` message), optional ``system`` and ``tools`` columns;
     - ``"alpaca"``: ``instruction``, ``input`` (optional), ``output``, optional ``system``
       and ``history`` (``[user, assistant]`` pairs); the user message is
-      ``instruction + "\n" + input`` (or the instruction alone when the input is empty);
+      ``instruction + "\\n" + input`` (or the instruction alone when the input is empty);
     - ``"prompt_completion"``: TRL's ``prompt`` and ``completion``, both lists of messages
       (the prompt's messages get ``"train": False`` unless they carry a ``"train"``
       flag, as TRL trains the completion only), or both strings: one user message and its
@@ -209,12 +209,12 @@ def mask_dataset(
     Raises:
         LabelmaskError: with ``on_error="raise"``, the first failing row's error
             (in a worker process, the first one that worker met).
-        ConversationError: struct-typed ``arguments`` or ``tools`` without ``trust_structs=True``.
+        ConversationError: struct-typed ``arguments`` or ``tools`` without ``trust_structs=True``;
+            columns that fit no format (or not the one given), the message naming the format
+            they resemble and the column missing. A row that does not fit its format raises
+            it too, as any failing row (``"Row <index>: ShareGPT row: ..."``).
         OptionError: a bad option; a kept source column has the name of an output column (a ``ValueError``);
             ``num_proc`` with an ``IterableDataset``.
-        ConversationError: the columns fit no format (or not the one given): the message
-            names the format they resemble and the column missing. A row that does not fit
-            its format raises it too, as any failing row (``"Row <index>: ShareGPT row: ..."``).
         NothingToTrainError: ``on_error="drop"`` dropped every row (the message gives the
             first error). A stream cannot know this before it is read: as it is read, it
             warns (``UserWarning``) at the first dropped row of each error class, with its error.
