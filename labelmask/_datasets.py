@@ -20,11 +20,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import warnings
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from labelmask._formats import RowFormat, resolve_format
 from labelmask._pipeline import Options, check_on_error, check_options, check_template_kwargs
 from labelmask._policy import Policy
 from labelmask._registry import REGISTRY
@@ -96,6 +98,9 @@ def mask_dataset(
     *,
     messages_column: str = "messages",
     tools_column: str = "tools",
+    format: str | None = None,
+    columns: Mapping[str, str] | None = None,
+    tags: Mapping[str, str] | None = None,
     policy: Policy | None = None,
     template: str | None = None,
     on_error: str = "raise",
@@ -107,16 +112,59 @@ def mask_dataset(
     load_from_cache_file: bool | None = None,
     expand: str | None = None,
     **template_kwargs: Any,
-) -> tuple[Any, MaskStats]:
+) -> tuple[Any, MaskStats | None]:
     """Mask every conversation of a ``datasets.Dataset`` with :func:`mask_conversation`.
 
+    Dataset formats: each row is read as OpenAI messages from one of four shapes,
+    detected from the column names (the first that fits, in this order) or named
+    with ``format``:
+
+    - ``"messages"``: a ``messages`` column of OpenAI messages (TRL's conversational form);
+    - ``"sharegpt"``: a ``conversations`` column of ``{"from", "value"}`` messages
+      (``human``, ``gpt``, ``system``, ``function_call``: JSON text of one call or a list
+      of ``{"name", "arguments"}``, read as an assistant message with ``tool_calls``;
+      ``observation``: a ``tool`` message), optional ``system`` and ``tools`` columns;
+    - ``"alpaca"``: ``instruction``, ``input`` (optional), ``output``, optional ``system``
+      and ``history`` (``[user, assistant]`` pairs); the user message is
+      ``instruction + "\\n" + input`` (or the instruction alone when the input is empty);
+    - ``"prompt_completion"``: TRL's ``prompt`` and ``completion``, both lists of messages
+      (the prompt's messages get ``"train": False`` unless they carry a ``"train"``
+      flag, as TRL trains the completion only), or both strings: one user message and its
+      assistant reply, rendered with the chat template (TRL concatenates plain strings
+      without a template; labelmask masks chat-template renders only).
+
+    A column of messages is read by the messages' shape: messages with ``role`` as
+    OpenAI messages, messages with ``from`` as ShareGPT (unless ``tags`` are given:
+    then ShareGPT with those tags). ShareGPT and Alpaca ``tools`` (JSON text of bare
+    function schemas, as LLaMA-Factory writes them) become OpenAI tools
+    (``{"type": "function", "function": schema}``).
+
     Args:
-        dataset: A ``datasets.Dataset`` with a column of conversations.
+        dataset: A ``datasets.Dataset``, or a ``datasets.IterableDataset`` (streaming):
+            then the result is an ``IterableDataset`` masked lazily as it is read, with
+            the rows and columns the map-style path gives, and ``stats`` is ``None``
+            (nothing is masked before the rows are read; the per-row ``n_tokens``,
+            ``n_trained``, ``n_cut`` and ``not_rendered`` columns carry the figures). Row
+            indices (in ``"Row <index>: "`` and ``source_row``) count the rows as read: in a
+            ``DataLoader`` with several workers, each worker counts its own shards.
         processor: A fast tokenizer, as for :func:`mask_conversation`. It is pickled
             to the worker processes when ``num_proc > 1``.
-        messages_column: The column of conversations (lists of messages).
+        messages_column: The column of conversations (lists of messages) of the
+            ``"messages"`` format (``columns={"messages": ...}`` names it for any format).
         tools_column: The column of tool definitions, used when the dataset has it:
             a list of JSON schemas, a JSON string of one, or ``None`` per row.
+        format: ``None`` (detect from the columns), ``"messages"``, ``"sharegpt"``,
+            ``"alpaca"`` or ``"prompt_completion"``.
+        columns: Column names by role in the format, as LLaMA-Factory's
+            ``dataset_info.json`` ``columns``: ``messages``, ``system``, ``tools``,
+            ``prompt`` (Alpaca's instruction, TRL's prompt), ``query`` (Alpaca's input),
+            ``response`` (Alpaca's output), ``history``, ``completion`` (TRL's), e.g.
+            ``{"prompt": "question", "response": "answer"}``.
+        tags: ShareGPT's keys and role names, as LLaMA-Factory's ``tags``: ``role_tag``
+            (default ``"from"``), ``content_tag`` (``"value"``), ``user_tag``
+            (``"human"``), ``assistant_tag`` (``"gpt"``), ``observation_tag``
+            (``"observation"``), ``function_tag`` (``"function_call"``), ``system_tag``
+            (``"system"``).
         policy: What to train, as for :func:`mask_conversation`.
         template: Annotated template name, as for :func:`mask_conversation`.
         on_error: ``"raise"``: a row raising a :class:`~labelmask.LabelmaskError`
@@ -161,9 +209,15 @@ def mask_dataset(
     Raises:
         LabelmaskError: with ``on_error="raise"``, the first failing row's error
             (in a worker process, the first one that worker met).
-        ConversationError: struct-typed ``arguments`` or ``tools`` without ``trust_structs=True``.
-        KeyError: no ``messages_column``.
-        OptionError: a bad option; a kept source column has the name of an output column (a ``ValueError``).
+        ConversationError: struct-typed ``arguments`` or ``tools`` without ``trust_structs=True``;
+            columns that fit no format (or not the one given), the message naming the format
+            they resemble and the column missing. A row that does not fit its format raises
+            it too, as any failing row (``"Row <index>: ShareGPT row: ..."``).
+        OptionError: a bad option; a kept source column has the name of an output column (a ``ValueError``);
+            ``num_proc`` with an ``IterableDataset``.
+        NothingToTrainError: ``on_error="drop"`` dropped every row (the message gives the
+            first error). A stream cannot know this before it is read: as it is read, it
+            warns (``UserWarning``) at the first dropped row of each error class, with its error.
     """
     import datasets
 
@@ -179,9 +233,23 @@ def mask_dataset(
         raise OptionError(msg)
     options = check_options(policy=policy, template=template, return_tensors="np", **template_kwargs)
     check_template_kwargs(processor, options.template_kwargs)
+    streaming = isinstance(dataset, datasets.IterableDataset)
+    if streaming:
+        if num_proc is not None:
+            msg = "mask_dataset(num_proc=...) needs a map-style Dataset; an IterableDataset is masked as it is read."
+            raise OptionError(msg)
+        if dataset.features is None:  # a stream whose schema is known only once read: take it from its first rows
+            dataset = dataset._resolve_features()
+    row_format = resolve_format(
+        dataset.column_names,
+        format=format,
+        columns=columns,
+        tags=tags,
+        messages_column=messages_column,
+        tools_column=tools_column,
+    )
     columns = list(dataset.column_names)
-    if messages_column not in columns:
-        raise KeyError(f"The dataset has no column {messages_column!r} (columns: {columns}); pass messages_column=.")
+    used = row_format.used(columns)
     if remove_columns is True:
         removed = columns
     elif remove_columns is False:
@@ -197,9 +265,10 @@ def mask_dataset(
     clash = [c for c in kept if c in written]
     if clash:
         raise OptionError(f"Source columns {clash} would be overwritten by labelmask's output; remove or rename them.")
-    tools_column = tools_column if tools_column in columns else None
+    tools_column = row_format.columns["tools"] if row_format.columns["tools"] in columns else None
     if not trust_structs:
-        _refuse_structs(dataset.features, messages_column, tools_column)
+        for column in row_format.message_columns() or [None]:
+            _refuse_structs(dataset.features, column, tools_column)
 
     int32 = datasets.Value("int32")
     new_features = {name: datasets.List(int32) for name in _OUTPUT}
@@ -215,15 +284,18 @@ def mask_dataset(
 
     masker = _Masker(
         processor=processor,
-        messages_column=messages_column,
-        tools_column=tools_column,
+        row_format=row_format,
+        used=tuple(used),
         options=options,
         on_error=on_error,
         keep_provenance=keep_provenance,
         registered=_registered(),
         expand=expand,
         kept=tuple(kept) if expand else (),
+        warn_drops=streaming,
     )
+    if streaming:
+        return _mask_stream(dataset, masker, features, columns if expand else removed, batch_size), None
     fingerprint = _fingerprint(dataset, masker, removed, batch_size)
     masked = dataset.map(
         masker,
@@ -264,6 +336,13 @@ def mask_dataset(
             not_rendered[field] = not_rendered.get(field, 0) + 1
     n_examples = len(masked)
     n_kept = len(dataset) - sum(dropped.values())
+    if dropped and not n_kept:
+        why = ", ".join(f"{n} {name}" for name, n in sorted(dropped.items()))
+        msg = (
+            f"mask_dataset(on_error='drop') dropped every row ({why}), so there is nothing to train. "
+            f"The first error: {next(iter(first_error.values()))}"
+        )
+        raise NothingToTrainError(msg)
     stats = MaskStats(
         n_rows=len(dataset),
         n_kept=n_kept,
@@ -281,19 +360,34 @@ def _is_ok(error_types: list[str | None]) -> list[bool]:
     return [kind is None for kind in error_types]
 
 
+def _mask_stream(dataset: Any, masker: _Masker, features: Any, removed: list[str], batch_size: int) -> Any:
+    """The map-style path's rows as a lazy ``IterableDataset``: masked, and failed rows dropped, as read."""
+    masked = dataset.map(
+        masker, batched=True, batch_size=batch_size, with_indices=True, remove_columns=removed, features=features
+    )
+    if masker.on_error == "drop":
+        masked = masked.filter(_is_ok, input_columns=[_ERROR_TYPE], batched=True, batch_size=batch_size)
+        masked = masked.remove_columns([_ERROR_TYPE, _ERROR])
+    if masker.kept:  # expand="turns" writes the kept source columns after its own; Dataset.map orders by features
+        masked = masked.select_columns([name for name in features if name not in (_ERROR_TYPE, _ERROR)])
+    return masked
+
+
 @dataclasses.dataclass
 class _Masker:
     """The batched ``map`` function; a picklable object, so it reaches worker processes whole."""
 
     processor: Any
-    messages_column: str
-    tools_column: str | None
+    row_format: RowFormat
+    used: tuple[str, ...]  # the source columns row_format reads
     options: Options
     on_error: str
     keep_provenance: bool
     registered: dict[str, Any]  # runtime registrations, re-made in a worker started by spawn
     expand: str | None = None
     kept: tuple[str, ...] = ()  # expand="turns": source columns repeated on each exchange's row
+    warn_drops: bool = False  # a stream: no MaskStats counts the dropped rows, so warn at the first of each kind
+    _warned: set[str] = dataclasses.field(default_factory=set, init=False, repr=False, compare=False)
 
     def __call__(self, batch: Mapping[str, list], indices: list[int]) -> dict[str, list]:
         _sync_registry(self.registered)
@@ -303,15 +397,22 @@ class _Masker:
         if self.on_error == "drop":
             out[_ERROR_TYPE] = []
             out[_ERROR] = []
-        tools_rows = batch[self.tools_column] if self.tools_column else [None] * len(indices)
-        for k, (row, messages, tools) in enumerate(zip(indices, batch[self.messages_column], tools_rows)):
+        for k, row in enumerate(indices):
             try:
+                messages, tools = self.row_format.read({name: batch[name][k] for name in self.used})
                 results = self._mask(_clean_messages(messages), _clean_tools(tools))
             except LabelmaskError as exc:
                 exc.args = (f"Row {row}: {exc.args[0] if exc.args else ''}", *exc.args[1:])
                 exc.row = row
                 if self.on_error == "raise":
                     raise
+                if self.warn_drops and type(exc).__name__ not in self._warned:
+                    self._warned.add(type(exc).__name__)
+                    msg = (
+                        f"mask_dataset(on_error='drop'): dropping the stream's rows that raise {type(exc).__name__} "
+                        f"(the later ones without a warning); the first: {exc}"
+                    )
+                    warnings.warn(msg, UserWarning, stacklevel=2)
                 for name in names:
                     out[name].append(0 if name in _REPORT or name in _EXPANDED else [])
                 for name in self.kept:
@@ -385,8 +486,8 @@ def _clean_tools(tools: Any) -> Any:
     return tools
 
 
-def _refuse_structs(features: Any, messages_column: str, tools_column: str | None) -> None:
-    arguments = _child(features[messages_column], "tool_calls", "function", "arguments")
+def _refuse_structs(features: Any, messages_column: str | None, tools_column: str | None) -> None:
+    arguments = _child(features[messages_column], "tool_calls", "function", "arguments") if messages_column else None
     where = []
     if _has_struct(arguments):
         where.append(f"{messages_column}[].tool_calls[].function.arguments")
@@ -456,8 +557,8 @@ def _fingerprint(dataset: Any, masker: _Masker, removed: list[str], batch_size: 
     )
     known = sorted((t.name, t.source, t.matches, t.content_format) for t in templates().values())
     options = (
-        masker.messages_column,
-        masker.tools_column,
+        repr(masker.row_format),
+        masker.used,
         _policy_key(masker.options.policy),
         repr(dataclasses.replace(masker.options, policy=None, template_kwargs=None)),
         masker.on_error,

@@ -7,6 +7,11 @@ Commands::
     labelmask stats DATASET TOKENIZER                      trained share per role over a JSONL dataset
     labelmask templates                                    the registered annotated templates
 
+``show`` and ``stats`` read rows in the dataset formats :func:`labelmask.mask_dataset` reads (OpenAI
+``messages``, ShareGPT, Alpaca, TRL prompt/completion), detected from each object's keys or named with
+``--format``, ``--column KEY=NAME`` and ``--tag KEY=VALUE``; a ``.json`` file holds one conversation or a
+list of rows (LLaMA-Factory's files).
+
 ``TOKENIZER`` is a local folder holding a tokenizer or processor (what
 ``save_pretrained`` writes, or a model snapshot); nothing is downloaded.
 
@@ -90,22 +95,66 @@ def _read_json_records(path: str) -> list[tuple[str, Any]]:
         ) from e
 
 
-def _conversation(where: str, value: Any) -> tuple[list, list | None]:
-    """``(messages, tools)`` from a list of messages or an object with ``messages`` (and optional ``tools``)."""
+def _row_format(value: Any, args: argparse.Namespace) -> Any:
+    """The dataset format of the object ``value`` (``--format``, ``--column``, ``--tag``); raises LabelmaskError."""
+    from labelmask._formats import resolve_format
+
+    columns, tags = _pairs(args.column, "--column"), _pairs(args.tag, "--tag")
+    return resolve_format(value.keys(), format=args.format, columns=columns, tags=tags, where="the object")
+
+
+def _pairs(pairs: Sequence[str], option: str) -> dict[str, str] | None:
+    out = {}
+    for pair in pairs:
+        key, sep, name = pair.partition("=")
+        if not sep or not key:
+            raise CliError(f"{option} {pair!r}: use KEY=NAME")
+        out[key] = name
+    return out or None
+
+
+def _dataset_rows(records: list[tuple[str, Any]], args: argparse.Namespace) -> list[tuple[str, Any]]:
+    """A ``.json`` file holding a list of dataset rows (LLaMA-Factory's files) as one record per row."""
+    from labelmask.errors import LabelmaskError
+
+    if len(records) != 1 or not isinstance(records[0][1], list) or not records[0][1]:
+        return records
+    where, rows = records[0]
+    if not all(isinstance(row, dict) for row in rows):
+        return records
+    try:
+        _row_format(rows[0], args)
+    except LabelmaskError:  # a list of messages, not of rows
+        return records
+    return [(f"{where}[{i}]", row) for i, row in enumerate(rows)]
+
+
+def _conversation(where: str, value: Any, args: argparse.Namespace) -> tuple[list, list | None]:
+    """``(messages, tools)`` from a list of messages or an object in a dataset format (``messages`` and
+    ``tools``, ShareGPT, Alpaca, prompt/completion); a row the format cannot read raises its LabelmaskError."""
+    from labelmask.errors import LabelmaskError
+
     if isinstance(value, list):
         return value, None
-    if isinstance(value, dict) and isinstance(value.get("messages"), list):
-        tools = value.get("tools")
-        if isinstance(tools, str):  # datasets often store tools as a JSON string
-            try:
-                tools = json.loads(tools)
-            except json.JSONDecodeError as e:
-                raise CliError(f"{where}: 'tools' is a string but not JSON ({e.msg})") from e
-        if tools is not None and not isinstance(tools, list):
-            raise CliError(f"{where}: 'tools' must be a list of tool schemas, not {type(tools).__name__}")
-        return value["messages"], tools
-    kind = "an object without a 'messages' list" if isinstance(value, dict) else f"a {type(value).__name__}"
-    raise CliError(f"{where}: expected a list of messages or an object with a 'messages' list, got {kind}")
+    if not isinstance(value, dict):
+        raise CliError(
+            f"{where}: expected a list of messages or an object with a 'messages' list, got a {type(value).__name__}"
+        )
+    try:
+        row_format = _row_format(value, args)
+    except LabelmaskError as e:
+        msg = f"{where}: expected a list of messages or an object with a 'messages' list, or a dataset row: {e}"
+        raise CliError(msg) from e
+    messages, tools = row_format.read(value)
+    column = row_format.columns["tools"]
+    if isinstance(tools, str):  # datasets often store tools as a JSON string
+        try:
+            tools = json.loads(tools)
+        except json.JSONDecodeError as e:
+            raise CliError(f"{where}: {column!r} is a string but not JSON ({e.msg})") from e
+    if tools is not None and not isinstance(tools, list):
+        raise CliError(f"{where}: {column!r} must be a list of tool schemas, not {type(tools).__name__}")
+    return messages, tools
 
 
 def _template_kwargs(pairs: Sequence[str], processor: Any = None) -> dict[str, Any]:
@@ -211,11 +260,14 @@ def _show(args: argparse.Namespace) -> int:
     from labelmask._render import RenderBudget
     from labelmask.errors import LabelmaskError, RenderBudgetError
 
-    records = _read_json_records(args.conversation)
+    records = _dataset_rows(_read_json_records(args.conversation), args)
     if not 0 <= args.row < len(records):
         raise CliError(f"--row {args.row}: {args.conversation} has {len(records)} conversation(s) (rows 0..)")
     where, value = records[args.row]
-    messages, tools = _conversation(where, value)
+    try:
+        messages, tools = _conversation(where, value, args)
+    except LabelmaskError as e:
+        raise CliError(f"{where}: {type(e).__name__}: {e}") from e
     if args.tools is not None:
         tools_where, tools = _read_json_records(args.tools)[0]
         if not isinstance(tools, list):
@@ -392,7 +444,7 @@ def _stats(args: argparse.Namespace) -> int:
 
     if args.max_length is not None and args.max_length < 1:
         raise CliError(f"--max-length {args.max_length}: use a positive number")
-    records = _read_json_records(args.dataset)
+    records = _dataset_rows(_read_json_records(args.dataset), args)
     processor = _load_processor(args.tokenizer)
     args.template = _resolve_template(args.template, processor)
     kwargs = _template_kwargs(args.kwarg, processor)
@@ -406,8 +458,8 @@ def _stats(args: argparse.Namespace) -> int:
     # delay: a progress bar appears only on runs long enough to want one.
     for where, value in tqdm(records, desc="masking", unit="row", disable=disable, delay=args.progress_delay):
         n_rows += 1
-        messages, tools = _conversation(where, value)
         try:
+            messages, tools = _conversation(where, value, args)
             out = _mask(messages, processor, tools, args, **kwargs)
         except LabelmaskError as e:
             if isinstance(e, TruncationError):
@@ -507,8 +559,33 @@ def _parser() -> argparse.ArgumentParser:
             help="a template argument (enable_thinking=false); repeatable",
         )
 
+    def formats(p: argparse.ArgumentParser) -> None:
+        from labelmask._formats import FORMATS
+
+        p.add_argument(
+            "--format", choices=FORMATS, help="the rows' dataset format (default: detected from each object's keys)"
+        )
+        p.add_argument(
+            "--column",
+            action="append",
+            default=[],
+            metavar="KEY=NAME",
+            help="the key holding a part of the row (prompt=question, messages=dialog); repeatable",
+        )
+        p.add_argument(
+            "--tag",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="a ShareGPT tag (role_tag=speaker, user_tag=USER, assistant_tag=BOT); repeatable",
+        )
+
     show = commands.add_parser("show", help="print a conversation's tokens, coloured by role and trained / not")
-    show.add_argument("conversation", help="a .json conversation (messages, or {messages, tools}) or a .jsonl file")
+    show.add_argument(
+        "conversation",
+        help="a .json conversation (messages, or a row: {messages, tools}, ShareGPT, Alpaca, prompt/completion), "
+        "a .json list of rows, or a .jsonl file",
+    )
     show.add_argument("tokenizer", metavar="TOKENIZER", help="tokenizer or processor folder")
     show.add_argument("--row", type=int, default=0, help="which line of a .jsonl file (from 0; default 0)")
     show.add_argument("--tools", metavar="FILE", help="a JSON file with the tool schemas")
@@ -535,6 +612,7 @@ def _parser() -> argparse.ArgumentParser:
         help="auto: colour on a terminal unless NO_COLOR is set; never: trained tokens in [brackets]",
     )
     common(show)
+    formats(show)
     show.set_defaults(run=_show)
 
     check = commands.add_parser("check", help="property-test the mask of a tokenizer's chat template")
@@ -552,7 +630,11 @@ def _parser() -> argparse.ArgumentParser:
     check.set_defaults(run=_check)
 
     stats = commands.add_parser("stats", help="trained share per role over a JSONL dataset")
-    stats.add_argument("dataset", help="a .jsonl file, one conversation per line ({messages, tools} or messages)")
+    stats.add_argument(
+        "dataset",
+        help="a .jsonl file, one row per line ({messages, tools}, messages, ShareGPT, Alpaca, prompt/completion), "
+        "or a .json list of rows",
+    )
     stats.add_argument("tokenizer", metavar="TOKENIZER", help="tokenizer or processor folder")
     stats.add_argument("--max-length", type=int, help="truncate samples to this many tokens (counts truncations)")
     stats.add_argument(
@@ -566,6 +648,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     stats.add_argument("--progress-delay", type=float, default=2.0, help=argparse.SUPPRESS)
     common(stats)
+    formats(stats)
     stats.set_defaults(run=_stats)
 
     listing = commands.add_parser("templates", help="list the registered annotated templates and their sources")

@@ -207,12 +207,13 @@ def test_json_string_tools_and_arguments(qwen3):
 
 def test_fingerprint_is_deterministic_and_follows_options(qwen3, plain):
     from labelmask._datasets import _fingerprint, _Masker
+    from labelmask._formats import resolve_format
     from labelmask._pipeline import check_options
 
-    def fingerprint(on_error="raise", **options):
+    def fingerprint(on_error="raise", reading=None, **options):
         masker = _Masker(
-            processor=qwen3, messages_column="messages", tools_column=None, options=check_options(**options),
-            on_error=on_error, keep_provenance=False, registered={},
+            processor=qwen3, row_format=resolve_format(plain.column_names, **(reading or {})), used=("messages",),
+            options=check_options(**options), on_error=on_error, keep_provenance=False, registered={},
         )  # fmt: skip
         return _fingerprint(plain, masker, ["messages", "id"], 1000)
 
@@ -224,3 +225,4 @@ def test_fingerprint_is_deterministic_and_follows_options(qwen3, plain):
     assert fingerprint() != fingerprint(enable_thinking=False)
     assert fingerprint() != fingerprint(verify=True)
     assert fingerprint() != fingerprint(on_error="drop")
+    assert fingerprint() != fingerprint(reading={"format": "sharegpt", "columns": {"messages": "messages"}})

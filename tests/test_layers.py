@@ -39,6 +39,7 @@ ORDER = [
     "_batch",
     "_turns",
     "_collate",
+    "_formats",  # dataset row shapes (ShareGPT, Alpaca, prompt/completion) read as messages
     "_datasets",
     "_view",
     "testing.strategies",
