@@ -3,16 +3,21 @@
 Run from the repository root:  python examples/sft.py
 A tiny randomly initialised model and the vendored Qwen3 tokenizer stand in for yours
 (nothing is downloaded); swap in AutoModelForCausalLM / AutoTokenizer.from_pretrained.
+
+The path: mask the dataset once with mask_dataset, then give its rows to SFTTrainer as they are.
+TRL sees input_ids and labels, keeps labelmask's labels, and applies its own max_length
+(truncation_mode), packing and padding-free settings; no skip_prepare_dataset, no custom collator.
 """
 
-import json
 import sys
-import tempfile
 from pathlib import Path
 
-root = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(root))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for tests.fixtures, run from anywhere
+
 # START sft
+import json
+import tempfile
+
 from datasets import Dataset
 from transformers import LlamaConfig, LlamaForCausalLM
 from trl import SFTConfig, SFTTrainer
@@ -32,7 +37,8 @@ config = LlamaConfig(
 )
 model = LlamaForCausalLM(config)  # or AutoModelForCausalLM.from_pretrained(...)
 
-conversation = json.loads((root / "examples" / "conversation.json").read_text())
+with open("examples/conversation.json", encoding="utf-8") as f:
+    conversation = json.load(f)
 for message in conversation:  # Arrow would type dict arguments as structs; JSON strings keep them exact
     for call in message.get("tool_calls", []):
         call["function"]["arguments"] = json.dumps(call["function"]["arguments"])
@@ -40,13 +46,15 @@ tools = [{"type": "function", "function": {"name": "get_weather", "parameters": 
 raw = Dataset.from_list([{"messages": conversation, "tools": json.dumps(tools)}] * 8)
 
 # Mask once (num_proc=... for big datasets); rows that cannot be masked are dropped and counted.
-train, stats = labelmask.mask_dataset(raw, tokenizer, on_error="drop", max_length=1024, truncation="turns")
+train, stats = labelmask.mask_dataset(raw, tokenizer, on_error="drop")
 print(stats)
 
 args = SFTConfig(
+    max_length=512,  # TRL cuts labelmask's rows (input_ids and labels alike) to this
+    packing=True,  # and packs them, padding-free
     output_dir=tempfile.mkdtemp(),
     max_steps=3,
-    per_device_train_batch_size=2,
+    per_device_train_batch_size=1,  # one packed row of up to 512 tokens a step
     logging_steps=1,
     learning_rate=1e-3,
     report_to="none",
@@ -54,11 +62,8 @@ args = SFTConfig(
     bf16=False,
     activation_checkpointing=False,
     save_strategy="no",
-    dataset_kwargs={"skip_prepare_dataset": True},  # labelmask did the preparation
 )
-trainer = SFTTrainer(
-    model=model, args=args, train_dataset=train, processing_class=tokenizer, data_collator=labelmask.Collator(tokenizer)
-)
+trainer = SFTTrainer(model=model, args=args, train_dataset=train, processing_class=tokenizer)
 trainer.train()
 print("losses:", [round(e["loss"], 3) for e in trainer.state.log_history if "loss" in e])
 # END sft
