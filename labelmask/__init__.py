@@ -22,6 +22,7 @@ from labelmask._policy import IGNORE_INDEX, Policy
 from labelmask._registry import AnnotatedTemplate, register_template, template_hash, templates
 from labelmask._render import RenderBudget
 from labelmask._turns import mask_turns
+from labelmask._view import show
 from labelmask.errors import (
     AnnotationError,
     ControlTokenError,
@@ -77,6 +78,7 @@ __all__ = [
     "mask_dataset",
     "mask_turns",
     "register_template",
+    "show",
     "template_hash",
     "templates",
 ]

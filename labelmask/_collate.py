@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from labelmask._pipeline import check_options, check_template_kwargs
+from labelmask._pipeline import check_options, check_template_kwargs, require_torch
 from labelmask._policy import IGNORE_INDEX, Policy
 from labelmask._truncate import mask_with
 from labelmask._turns import turns_with
@@ -78,6 +78,9 @@ class Collator:
         tools_key: The key of a raw feature's tools.
         images_key: The key of a raw feature's images.
         add_eos: For raw conversations, as in :func:`~labelmask.mask_conversation`.
+        max_length: For raw conversations: cut each to at most this many tokens, as
+            :func:`~labelmask.mask_conversation` does (masked features are batched as they are).
+        truncation: How, with ``max_length``: ``"right"``, ``"left"``, ``"turns"`` or ``"drop"``.
         expand: ``"turns"``: each raw conversation gives one sample per exchange, masked as
             :func:`~labelmask.mask_turns` does (every reasoning trace trained where the
             template shows it: see ``mask_dataset(expand=...)``). The batch then holds more
@@ -107,6 +110,8 @@ class Collator:
         tools_key: str = "tools",
         images_key: str = "images",
         add_eos: bool | None = None,
+        max_length: int | None = None,
+        truncation: str = "right",
         expand: str | None = None,
         **template_kwargs: Any,
     ):
@@ -118,11 +123,19 @@ class Collator:
             raise OptionError(f"pad_to_multiple_of={pad_to_multiple_of!r}: use a positive int or None.")
         if not (isinstance(return_tensors, str) and return_tensors in ("pt", "np")):
             raise OptionError(f"return_tensors={return_tensors!r}: use 'pt' or 'np'.")
+        if return_tensors == "pt":
+            require_torch("Collator(return_tensors='pt')")
         if not (expand is None or expand == "turns" and isinstance(expand, str)):
             raise OptionError(f"Collator(expand={expand!r}): use None (one sample per feature) or 'turns'.")
         # Checked once here, so a wrong option fails when the collator is made, not at the first batch.
         self.options = check_options(
-            policy=policy, template=template, add_eos=add_eos, return_tensors="np", **template_kwargs
+            policy=policy,
+            template=template,
+            add_eos=add_eos,
+            max_length=max_length,
+            truncation=truncation,
+            return_tensors="np",
+            **template_kwargs,
         )
         check_template_kwargs(processor, self.options.template_kwargs)
         self.processor = processor

@@ -111,6 +111,9 @@ def mask_dataset(
     trust_structs: bool = False,
     load_from_cache_file: bool | None = None,
     expand: str | None = None,
+    max_length: int | None = None,
+    truncation: str = "right",
+    add_eos: bool | None = None,
     **template_kwargs: Any,
 ) -> tuple[Any, MaskStats | None]:
     """Mask every conversation of a ``datasets.Dataset`` with :func:`mask_conversation`.
@@ -182,6 +185,13 @@ def mask_dataset(
             structs (see the module docstring: ``datasets`` fills keys missing from a
             row with ``None`` and widens ints to floats, which changes the rendered
             text). Off: such a dataset raises :class:`~labelmask.ConversationError`.
+        max_length: Cut each row to at most this many tokens, as :func:`mask_conversation`
+            does (``n_cut`` says how many were cut). With TRL, ``SFTConfig(max_length=...)`` cuts
+            the rows too; this one can drop whole exchanges (``truncation="turns"``) instead.
+        truncation: How, with ``max_length``: ``"right"``, ``"left"``, ``"turns"`` or ``"drop"``
+            (a row over the limit raises :class:`~labelmask.TruncationError`: dropped with
+            ``on_error="drop"``).
+        add_eos: As in :func:`mask_conversation`.
         expand: ``None``: one output row per input row. ``"turns"``: one row per exchange (a
             user message and the replies that answer it), masked as :func:`mask_turns` does:
             the conversation up to the exchange's last reply, only that exchange trained. A
@@ -231,7 +241,15 @@ def mask_dataset(
             "(images decoded per batch), or pass processor.tokenizer for text-only rows."
         )
         raise OptionError(msg)
-    options = check_options(policy=policy, template=template, return_tensors="np", **template_kwargs)
+    options = check_options(
+        policy=policy,
+        template=template,
+        max_length=max_length,
+        truncation=truncation,
+        add_eos=add_eos,
+        return_tensors="np",
+        **template_kwargs,
+    )
     check_template_kwargs(processor, options.template_kwargs)
     streaming = isinstance(dataset, datasets.IterableDataset)
     if streaming:

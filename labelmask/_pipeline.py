@@ -77,6 +77,7 @@ __all__ = [
     "check_options",
     "check_processor",
     "check_template_kwargs",
+    "require_torch",
     "finish_step",
     "mask_one",
     "render_step",
@@ -144,6 +145,8 @@ def check_options(
         raise OptionError(f"template={template!r:.80}: use the name of an annotated template (a str), or None.")
     if not (return_tensors is None or isinstance(return_tensors, str) and return_tensors in ("np", "pt")):
         raise OptionError(f"return_tensors={return_tensors!r}: use None (lists), 'np' or 'pt'.")
+    if return_tensors == "pt":
+        require_torch("return_tensors='pt'")
     if not (isinstance(control_tokens, str) and control_tokens in CONTROL_TOKEN_MODES):
         raise OptionError(f"control_tokens={control_tokens!r}: use 'keep', 'escape' or 'raise'.")
     if not (isinstance(check, str) and check in CHECK_MODES):
@@ -172,6 +175,15 @@ def check_options(
         template_kwargs,
         render_budget,
     )
+
+
+def require_torch(what: str) -> None:
+    """Raise :class:`OptionError` at the call, not at the first tensor, when torch is not installed."""
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        msg = f"{what} needs PyTorch, which is not installed: pip install torch (or use return_tensors='np' or None)."
+        raise OptionError(msg) from None
 
 
 # The keyword arguments of labelmask's masking functions, which a misspelt keyword is compared with.

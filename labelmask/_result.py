@@ -77,7 +77,9 @@ class MaskedConversation(Mapping):
     :class:`~labelmask.Part` code). For a processor, also what it returns besides
     ``input_ids`` (``pixel_values``, ``image_sizes``, ``image_grid_thw``,
     ``token_type_ids``, ...). Values are lists, numpy arrays or torch tensors, as
-    ``return_tensors`` asked.
+    ``return_tensors`` asked; torch tensors of the per-token arrays have a batch
+    dimension (``[1, n_tokens]``, as the tokenizer's), lists and numpy arrays none.
+    :meth:`to` gives the model's inputs on a device: ``model(**out.to("cuda"))``.
 
     Attributes:
         text: The rendered conversation (identical to the stock template's render;
@@ -141,8 +143,31 @@ class MaskedConversation(Mapping):
             elif self._return_tensors is None and type(self._arrays[key]) is list:
                 self._converted[key] = self._arrays[key]
             else:
-                self._converted[key] = _convert(self._array(key), self._return_tensors)
+                # Per-token arrays as torch tensors carry a batch dimension, [1, n], as the tokenizer's.
+                self._converted[key] = _convert(self._array(key), self._return_tensors, batch=True)
         return self._converted[key]
+
+    def to(self, device: Any) -> Any:
+        """The model's inputs on ``device``, ready for ``model(**out.to(device))``.
+
+        A ``transformers.BatchEncoding`` of torch tensors with a batch dimension (``[1, n]``, as
+        ``tokenizer(..., return_tensors="pt")`` gives): ``input_ids``, ``attention_mask``,
+        ``labels`` and what a processor returned (``pixel_values``, ``image_grid_thw``, ...), whatever
+        ``return_tensors`` the result was made with. ``loss_weights`` and the provenance arrays
+        (``message_index``, ``role``, ``part``) are not model inputs and are left out: read them
+        from the result itself.
+        """
+        from transformers import BatchEncoding
+
+        inputs = {}
+        for key in self:
+            if key in _NOT_MODEL_INPUTS:
+                continue
+            if key in self._arrays:
+                inputs[key] = _convert(self._array(key), "pt", batch=True)
+            else:
+                inputs[key] = _convert(np.asarray(self._extras[key]), "pt")
+        return BatchEncoding(inputs).to(device)
 
     def __iter__(self) -> Iterator[str]:
         yield from self._arrays
@@ -156,7 +181,11 @@ class MaskedConversation(Mapping):
         return f"<MaskedConversation {r.n_tokens} tokens, {r.n_trained} trained, template={r.template!r}>"
 
 
-def _convert(array: np.ndarray, return_tensors: str | None) -> Any:
+# Keys of a result that are labelmask's, not a model's forward arguments (left out by MaskedConversation.to).
+_NOT_MODEL_INPUTS = frozenset({"loss_weights", "message_index", "role", "part"})
+
+
+def _convert(array: np.ndarray, return_tensors: str | None, *, batch: bool = False) -> Any:
     if return_tensors is None:
         return array.tolist()
     if return_tensors == "np":
@@ -164,7 +193,8 @@ def _convert(array: np.ndarray, return_tensors: str | None) -> Any:
     import torch
 
     dtype = np.float32 if array.dtype.kind == "f" else np.int64
-    return torch.from_numpy(np.ascontiguousarray(array).astype(dtype, copy=False))
+    tensor = torch.from_numpy(np.ascontiguousarray(array).astype(dtype, copy=False))
+    return tensor.unsqueeze(0) if batch else tensor
 
 
 class Provenance:

@@ -2,7 +2,8 @@
 
 Both show every token of the rendered text, in order, marked trained (label = token id)
 or not (label -100) and coloured by the role of the message it comes from, followed by
-a legend and per-role counts. Used by ``labelmask show`` (:mod:`labelmask.cli`).
+a legend and per-role counts. Used by ``labelmask show`` (:mod:`labelmask.cli`) and, in
+Python and notebooks, by :func:`show` (which also shows rows of a masked dataset).
 
 Text the tokenizer's offsets give to no token (a byte-level tokenizer with
 ``trim_offsets`` can leave whitespace unowned) is shown uncoloured, so the view always
@@ -13,14 +14,27 @@ from __future__ import annotations
 
 import dataclasses
 import html
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 from labelmask._parts import Part, Role
 from labelmask._policy import IGNORE_INDEX
 from labelmask._result import MaskedConversation
+from labelmask.errors import OptionError
 
-__all__ = ["HTML_COLORS", "RoleCount", "Token", "render_html", "render_terminal", "role_counts", "tokens"]
+__all__ = [
+    "HTML_COLORS",
+    "RoleCount",
+    "Token",
+    "render_html",
+    "render_rows",
+    "render_terminal",
+    "role_counts",
+    "show",
+    "tokens",
+]
 
 # Role display names, in display order; Role.NONE is template text outside every message.
 ROLE_NAMES = {
@@ -285,3 +299,103 @@ hover a token for its id, role, part and label.</div>
 </body>
 </html>
 """
+
+
+class _Html:
+    """An HTML view a notebook displays (Jupyter calls ``_repr_html_``); ``str()`` gives the page."""
+
+    def __init__(self, page: str):
+        self.page = page
+
+    def _repr_html_(self) -> str:
+        return self.page
+
+    def __str__(self) -> str:
+        return self.page
+
+
+def _default_color() -> bool:
+    import os
+    import sys
+
+    if os.environ.get("NO_COLOR"):
+        return False
+    return sys.stdout.isatty() or "ipykernel" in sys.modules
+
+
+def _rows(data: Any, rows: int) -> list[Any]:
+    """The first ``rows`` rows of a dataset, a list of rows, or one row."""
+    if isinstance(data, Mapping):
+        return [data]
+    if hasattr(data, "select") and hasattr(data, "column_names"):  # a datasets.Dataset
+        return [data[i] for i in range(min(rows, len(data)))]
+    if hasattr(data, "take") and hasattr(data, "column_names"):  # a datasets.IterableDataset
+        return list(data.take(rows))
+    if isinstance(data, (list, tuple)):
+        return list(data[:rows])
+    raise OptionError(
+        f"show() takes a mask_conversation result, a masked row (input_ids and labels), a list of them or a "
+        f"datasets.Dataset, not {type(data).__name__}."
+    )
+
+
+def render_rows(rows: Sequence[Mapping[str, Any]], tokenizer: Any, *, color: bool) -> str:
+    """Masked rows (``input_ids`` and ``labels``, as :func:`~labelmask.mask_dataset` writes them) decoded
+    run by run: each run of trained tokens in colour (or ``[brackets]``), with its row's counts."""
+    if tokenizer is None or not hasattr(tokenizer, "decode"):
+        raise OptionError("show() needs the tokenizer to show dataset rows: show(rows, tokenizer).")
+    tokenizer = getattr(tokenizer, "tokenizer", tokenizer)  # a processor's
+    out = []
+    for k, row in enumerate(rows):
+        if not isinstance(row, Mapping) or "input_ids" not in row or "labels" not in row:
+            raise OptionError(f"show(): row {k} has no input_ids and labels (a mask_dataset row has both).")
+        ids = np.asarray(row["input_ids"], dtype=np.int64)
+        trained = np.asarray(row["labels"], dtype=np.int64) != IGNORE_INDEX
+        # Runs of tokens trained alike, decoded whole (a character split across tokens decodes right).
+        edges = np.flatnonzero(np.diff(trained.astype(np.int8))) + 1
+        pieces, n_runs = [], 0
+        for a, b in zip([0, *edges.tolist()], [*edges.tolist(), len(ids)]):
+            if a == b:
+                continue
+            text = tokenizer.decode(ids[a:b].tolist(), skip_special_tokens=False).replace("\x1b", "\u241b")
+            if trained[a]:
+                pieces.append(_sgr(_ANSI_TRAINED[n_runs % 2], text, newlines=True) if color else f"[{text}]")
+                n_runs += 1
+            else:
+                pieces.append(text)
+        head = f"row {k}: {len(ids)} tokens, {int(trained.sum())} trained"
+        out.append(f"{head}\n{''.join(pieces)}\n")
+    legend = "trained text in colour" if color else "[trained text]; all other text has label -100"
+    return "\n".join(out) + f"\nlegend: {legend}\n"
+
+
+def show(
+    data: Any, tokenizer: Any = None, *, rows: int = 3, color: bool | None = None, html: bool = False
+) -> _Html | None:
+    """Show what a result or a few dataset rows train: the view of ``labelmask show``, in Python.
+
+    Args:
+        data: A :func:`~labelmask.mask_conversation` result (every token, coloured by role,
+            trained ones highlighted, then per-role counts), or masked rows: a row, a list of rows
+            or a ``datasets.Dataset`` / ``IterableDataset`` from :func:`~labelmask.mask_dataset`
+            (decoded run by run; the first ``rows`` of them).
+        tokenizer: Needed for rows (to decode their ids); not for a result.
+        rows: How many rows of a dataset to show.
+        color: ANSI colours (``None``: on a terminal or in a notebook, unless ``NO_COLOR`` is set);
+            without, trained text is written in ``[brackets]``.
+        html: Return the standalone HTML report of a result instead of printing (a notebook displays
+            it; ``str()`` gives the page).
+
+    Returns:
+        ``None`` (the view is printed), or with ``html=True`` the HTML view.
+    """
+    use_color = _default_color() if color is None else bool(color)
+    if isinstance(data, MaskedConversation):
+        if html:
+            return _Html(render_html(data))
+        print(render_terminal(data, color=use_color), end="")
+        return None
+    if html:
+        raise OptionError("show(html=True) needs a mask_conversation result (rows carry no text or offsets).")
+    print(render_rows(_rows(data, rows), tokenizer, color=use_color), end="")
+    return None
