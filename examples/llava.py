@@ -1,22 +1,22 @@
 """Mask a two-turn LLaVA-1.5 conversation with one image and print what is trained.
 
-Run from the repository root:  python examples/llava.py
+Run with a processor folder (default: llava-processor, which
+`python -m tests.fixtures llava-1.5 llava-processor --processor` writes) or a Hub id:
+    python examples/llava.py [PROCESSOR]
 LLaVA-1.5's chat template writes no end-of-turn token, so labelmask warns once;
 ``add_eos=True`` writes the tokenizer's ``</s>`` after each reply and trains it.
 """
 
-import sys
-from pathlib import Path
-
-root = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(root))
 # START llava
+import sys
+
 from PIL import Image
+from transformers import AutoProcessor
 
 import labelmask
-from tests.fixtures import load_processor  # a LlavaProcessor built from the vendored files
 
-processor = load_processor("llava-1.5")  # or AutoProcessor.from_pretrained("llava-hf/llava-1.5-7b-hf")
+# A processor folder, or a Hub id such as "llava-hf/llava-1.5-7b-hf".
+processor = AutoProcessor.from_pretrained(sys.argv[1] if len(sys.argv) > 1 else "llava-processor")
 image = Image.new("RGB", (640, 480), (230, 120, 30))
 messages = [
     {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What colour is this picture?"}]},

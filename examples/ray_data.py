@@ -4,9 +4,10 @@ Conversations travel as JSON strings: Arrow, under Ray Data as under ``datasets`
 gives every row of a struct column the keys of all rows (missing ones as None), which
 would change what the template renders.
 
-Run from the repository root (starts a local Ray instance)::
+Run with a tokenizer folder (default: qwen3-tokenizer, which
+``python -m tests.fixtures qwen3 qwen3-tokenizer`` writes); starts a local Ray instance::
 
-    python examples/ray_data.py
+    python examples/ray_data.py [TOKENIZER]
 """
 
 from __future__ import annotations
@@ -14,8 +15,6 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 # START ray
 import labelmask
@@ -54,15 +53,16 @@ def mask_ray_dataset(dataset, tokenizer, *, batch_size=256, concurrency=2):
 
 def main() -> None:
     import ray
+    from transformers import AutoTokenizer
 
-    from tests.fixtures import load_tokenizer
+    tokenizer = AutoTokenizer.from_pretrained(sys.argv[1] if len(sys.argv) > 1 else "qwen3-tokenizer")
 
     conversation = json.loads((Path(__file__).parent / "conversation.json").read_text(encoding="utf-8"))
     short = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]
     rows = [{"messages": json.dumps(c)} for c in [conversation, short] * 4]
     ray.init(num_cpus=2, include_dashboard=False, configure_logging=False)
     try:
-        masked = mask_ray_dataset(ray.data.from_items(rows), load_tokenizer("qwen3"), batch_size=4, concurrency=1)
+        masked = mask_ray_dataset(ray.data.from_items(rows), tokenizer, batch_size=4, concurrency=1)
         for row in masked.take_all():
             print(len(row["input_ids"]), "tokens,", row["n_trained"], "trained")
     finally:

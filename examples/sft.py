@@ -1,31 +1,28 @@
 """Supervised fine-tuning with TRL's SFTTrainer and labelmask, on the bundled conversation.
 
-Run from the repository root:  python examples/sft.py
-A tiny randomly initialised model and the vendored Qwen3 tokenizer stand in for yours
-(nothing is downloaded); swap in AutoModelForCausalLM / AutoTokenizer.from_pretrained.
+Run from the repository root, with a tokenizer folder (default: qwen3-tokenizer, which
+`python -m tests.fixtures qwen3 qwen3-tokenizer` writes):  python examples/sft.py [TOKENIZER]
+A tiny randomly initialised model stands in for yours (nothing is downloaded); swap in
+AutoModelForCausalLM.from_pretrained.
 
 The path: mask the dataset once with mask_dataset, then give its rows to SFTTrainer as they are.
 TRL sees input_ids and labels, keeps labelmask's labels, and applies its own max_length
 (truncation_mode), packing and padding-free settings; no skip_prepare_dataset, no custom collator.
 """
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for tests.fixtures, run from anywhere
-
 # START sft
 import json
+import sys
 import tempfile
 
 from datasets import Dataset
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 from trl import SFTConfig, SFTTrainer
 
 import labelmask
-from tests.fixtures import load_tokenizer  # the vendored tokenizer files
 
-tokenizer = load_tokenizer("qwen3")  # or AutoTokenizer.from_pretrained("Qwen/Qwen3-8B")
+# A tokenizer folder, or a Hub id such as "Qwen/Qwen3-8B".
+tokenizer = AutoTokenizer.from_pretrained(sys.argv[1] if len(sys.argv) > 1 else "qwen3-tokenizer")
 tokenizer.pad_token = "<|endoftext|>"
 config = LlamaConfig(
     vocab_size=len(tokenizer),
