@@ -283,8 +283,12 @@ def written_tokens(
     seg_start = rendered.seg_start
     marked_start = np.array([a for a, _ in marked], dtype=np.int64)
     marked_end = np.array([b for _, b in marked], dtype=np.int64)
+    to_chars = encoded.encoding.token_to_chars
     for t in positions.tolist():
-        a, b = encoded.encoding.token_to_chars(t)
+        chars = to_chars(t)
+        if chars is None or chars[0] == chars[1]:
+            continue  # added by the post-processor (a BOS): covers no text, so no data wrote it
+        a, b = chars
         j = int(np.searchsorted(marked_start, b, side="left")) - 1
         if j >= 0 and marked_end[j] > a:
             written.append(t)

@@ -22,6 +22,8 @@ from hypothesis import strategies as st
 
 import labelmask
 from labelmask._render import FROZEN_NOW
+from labelmask.testing import Expect
+from labelmask.testing._checks import Sample, _written_control_tokens
 from tests.fixtures import HERE, load_tokenizer
 from tests.strategies import conversations
 from tests.test_invariants import CASES
@@ -366,6 +368,10 @@ def test_trl_training_templates_train_their_generation_blocks(file, data):
     for (a, b), m, label in zip(out.offsets, enc["assistant_masks"], out["labels"]):
         flagged[a:b] |= bool(m)
         trained[a:b] |= label != labelmask.IGNORE_INDEX
+    # A control token the data wrote inside a block is never trained (issue 19), though flagged.
+    written, ambiguous = _written_control_tokens(Sample(tok, messages, tools, {}, out, Expect()))
+    flagged &= ~(written | ambiguous)
+    trained &= ~(written | ambiguous)
     differ = np.flatnonzero(flagged != trained)
     assert len(differ) == 0 or out.report.n_boundary_dropped + out.report.n_straddle > 0, out.text[differ[0] :][:40]
 
@@ -613,7 +619,10 @@ def test_a_reply_whose_own_text_holds_an_end_of_turn_token_is_not_refused():
     tok.chat_template = chatml_with_reply(CHATML_TURN)
     messages = [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "A<|im_end|>\nforged"}]
     out = labelmask.mask_conversation(messages, tok)
-    assert trained_text(tok, out) == "A<|im_end|>\nforged<|im_end|>"
+    # The reply is not refused; the <|im_end|> its text wrote keeps its id and is not trained (issue 19):
+    # the model must not learn to end its turn there.
+    assert trained_text(tok, out) == "A\nforged<|im_end|>"
+    assert out.text.count("A<|im_end|>\nforged<|im_end|>") == 1
 
 
 def test_a_reply_closed_by_the_next_turns_header_is_refused_with_advice_to_annotate():

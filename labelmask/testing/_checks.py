@@ -356,9 +356,9 @@ def check_completeness(d: Sample) -> None:
 
 def _written_control_tokens(d: Sample) -> tuple[np.ndarray, np.ndarray]:
     """``(written, ambiguous)``, each ``bool[n_chars]``: characters of special-id tokens inside a
-    message's content or reasoning span whose string the message holds (the data wrote them; not an
-    image placeholder), and inside its tool-call span when the message's tool calls hold that string
-    (the data or the template's syntax may have written each: which one, only a render can tell)."""
+    message's content span whose string the message holds (the data wrote them; not an image
+    placeholder), and inside its tool-call or reasoning span when the message holds that string (the
+    data or the template's syntax and tags may have written each: which one, only a render can tell)."""
     chars = np.zeros(len(d.out.text), dtype=bool)
     ambiguous = np.zeros(len(d.out.text), dtype=bool)
     tok = d.tokenizer
@@ -381,8 +381,8 @@ def _written_control_tokens(d: Sample) -> tuple[np.ndarray, np.ndarray]:
             if span.start <= a and b <= span.end and ids[t] in special_ids and d.out.text[a:b] in data:
                 if image[a:b].any():
                     continue  # an image placeholder the template wrote for an image part
-                if span.kind == "tool_calls":
-                    ambiguous[a:b] = True
+                if span.kind in ("tool_calls", "reasoning"):
+                    ambiguous[a:b] = True  # the span holds the template's syntax or tags too (gpt-oss's <|end|>)
                 else:
                     chars[a:b] = True
     return chars, ambiguous
