@@ -178,3 +178,24 @@ def test_reference_signatures_are_the_code_signatures():
             assert doc_default == default, (name, key, doc_default, default)
         checked += 1
     assert checked >= 8
+
+
+def test_the_readme_quickstart_command_runs_as_written(tmp_path):
+    """The README's one command, minus its `pip install -e .` (the suite runs installed), in a fresh folder
+    that holds the checkout's files: it writes qwen3-tokenizer/ and masks the bundled example."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    command = re.search(r"```bash\n(pip install -e \. && .*?)\n```", readme).group(1)
+    assert command.startswith("pip install -e . && python -m tests.fixtures qwen3 qwen3-tokenizer")
+    for name in ("labelmask", "tests", "examples", "templates"):
+        (tmp_path / name).symlink_to(ROOT / name)
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    run = subprocess.run(
+        ["bash", "-c", command.removeprefix("pip install -e . && ")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert (tmp_path / "qwen3-tokenizer" / "tokenizer.json").is_file()
+    assert "[<tool_call>]" in run.stdout and "[<|im_end|>]" in run.stdout and "n_trained=" in run.stdout
