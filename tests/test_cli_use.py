@@ -265,3 +265,24 @@ def test_a_hub_model_id_is_read_from_the_local_cache_never_downloaded(tmp_path):
         f"or a Hub model id in the Hugging Face cache at {cache}); nothing is downloaded: fetch it first with "
         "`hf download acme/other`, or give the folder\n"
     )
+
+
+# ---------------------------------------------------------------------------- docs
+
+
+def test_docs_list_every_command_and_option():
+    import argparse
+
+    docs = (ROOT / "docs" / "cli.md").read_text(encoding="utf-8")
+    parser = cli._parser()
+    for action in parser._actions:
+        for option in action.option_strings:
+            assert option in docs, option
+    (commands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    for name, sub in commands.choices.items():
+        assert re.search(rf"^## `labelmask {name}\b", docs, re.M), name
+        for action in sub._actions:
+            if action.help == argparse.SUPPRESS or isinstance(action, argparse._HelpAction):
+                continue
+            for option in action.option_strings:
+                assert re.search(rf"`{re.escape(option)}\b", docs), f"{name} {option}"
