@@ -97,7 +97,8 @@ def _load_processor(path: str) -> Any:
         return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
     except Exception as e:  # transformers raises OSError, ValueError, KeyError... for a folder it cannot read
         where = path if folder == Path(path) else f"{path} (cached at {folder})"
-        raise CliError(f"{where}: cannot load a tokenizer from this folder ({type(e).__name__}: {e})") from e
+        reason = " ".join(str(e).split())  # transformers' messages run over several lines; errors are one line
+        raise CliError(f"{where}: cannot load a tokenizer from this folder ({type(e).__name__}: {reason})") from e
 
 
 class _BadLine(NamedTuple):

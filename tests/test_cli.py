@@ -162,6 +162,7 @@ def test_show_errors_are_clear_with_exit_status_2(capsys, qwen3, tmp_path):
     empty.mkdir()
     status, _, err = run(capsys, "show", CONVERSATION, empty)
     assert status == 2 and "cannot load a tokenizer from this folder" in err
+    assert err.count("\n") == 1  # transformers' reason runs over five lines: joined into one
 
     broken = tmp_path / "broken.json"
     broken.write_text('[{"role": "user", "content": "Hi"},\n {"role": "assistant", "content": "Hello"\n]')
