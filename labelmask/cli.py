@@ -572,10 +572,10 @@ def _percentiles(lengths: Counter[int]) -> dict[str, int | None]:
 
 
 def _count_lines(path: str) -> int | None:
-    """The non-blank lines of a JSON lines file, for the progress bar's total (a pass over the file, in
-    constant memory); ``None`` for stdin, a pipe or a ``.json`` document."""
+    """The non-blank lines of a ``.jsonl`` / ``.ndjson`` file, for the progress bar's total (a pass over
+    the file, in constant memory); ``None`` for stdin, a pipe or any other file (it may be a document)."""
     file = Path(path)
-    if path == _STDIN or file.suffix.lower() == ".json" or not file.is_file():
+    if path == _STDIN or file.suffix.lower() not in _JSONL or not file.is_file():
         return None
     with file.open("rb") as lines:
         return sum(1 for line in lines if line.strip())
