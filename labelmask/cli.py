@@ -4,7 +4,7 @@ Commands::
 
     labelmask show CONVERSATION TOKENIZER [--html FILE]   the tokens, coloured by role and trained / not
     labelmask check TOKENIZER [--template NAME_OR_FILE]    property checks of labelmask.testing, a verdict table
-    labelmask stats DATASET TOKENIZER                      trained share per role over a JSONL dataset
+    labelmask stats DATASET TOKENIZER [--json]             trained share per role over a JSONL dataset
     labelmask templates                                    the registered annotated templates
 
 ``show`` and ``stats`` read rows in the dataset formats :func:`labelmask.mask_dataset` reads (OpenAI
@@ -13,23 +13,33 @@ Commands::
 list of rows (LLaMA-Factory's files).
 
 ``TOKENIZER`` is a local folder holding a tokenizer or processor (what
-``save_pretrained`` writes, or a model snapshot); nothing is downloaded.
+``save_pretrained`` writes, or a model snapshot), or a Hub model id (``org/name``) read
+from the local Hugging Face cache; nothing is downloaded. ``-`` reads the rows from stdin
+(JSON lines, or one JSON document); JSON lines are read one line at a time.
+``labelmask --version`` prints the version; ``stats --json`` prints one JSON object
+(keys in docs/cli.md). labelmask's warnings print once each as ``note:`` lines on stderr.
 
-Exit status: 0 on success; 1 when ``check`` finds an invariant that does not hold;
-2 for a bad argument or input (a missing path, a malformed file, a conversation
-labelmask refuses), with the reason on stderr.
+Exit status: 0 on success; 1 when ``check`` finds an invariant that does not hold, or
+``stats --fail-on-refused`` saw a refused or skipped row; 2 for a bad argument or input
+(a missing path, a malformed file, a conversation labelmask refuses), with the reason on stderr.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import itertools
 import json
 import os
 import sys
 import time
-from collections.abc import Sequence
+import warnings
+from collections import Counter
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, NamedTuple
+
+from labelmask import __version__
 
 __all__ = ["main"]
 
@@ -43,13 +53,39 @@ class CliError(Exception):
 # ---------------------------------------------------------------------------- inputs
 
 
-def _load_processor(path: str) -> Any:
-    """The tokenizer (or processor) saved in the folder ``path``, loaded without network access."""
+def _tokenizer_folder(path: str) -> Path:
+    """The folder ``path``, or, when no such path exists, the Hugging Face cache's snapshot of the Hub
+    model id ``path`` (``org/name``), found offline: nothing is downloaded."""
     folder = Path(path)
-    if not folder.exists():
-        raise CliError(f"{path}: no such file or directory (expected a tokenizer or processor folder)")
-    if not folder.is_dir():
-        raise CliError(f"{path}: not a folder; give the folder that holds tokenizer.json / tokenizer_config.json")
+    if folder.exists():
+        if not folder.is_dir():
+            raise CliError(f"{path}: not a folder; give the folder that holds tokenizer.json / tokenizer_config.json")
+        return folder
+    missing = f"{path}: no such file or directory (expected a tokenizer or processor folder"
+    try:
+        from huggingface_hub import constants, snapshot_download
+        from huggingface_hub.utils import HFValidationError, validate_repo_id
+    except ImportError:  # transformers depends on huggingface_hub; without it, no Hub ids
+        raise CliError(missing + ")") from None
+    try:
+        validate_repo_id(path)
+    except HFValidationError:
+        raise CliError(missing + ")") from None
+    try:
+        # local_files_only: the snapshot refs/main points to, read from the cache (HF_HUB_CACHE, HF_HOME).
+        return Path(snapshot_download(path, local_files_only=True))
+    except Exception:  # LocalEntryNotFoundError, or a cache folder it cannot read
+        raise CliError(
+            f"{missing}, or a Hub model id in the Hugging Face cache at {constants.HF_HUB_CACHE}); nothing is "
+            "downloaded: "
+            f"fetch it first with `hf download {path}`, or give the folder"
+        ) from None
+
+
+def _load_processor(path: str) -> Any:
+    """The tokenizer (or processor) in the folder ``path`` or in the Hub cache's snapshot of the model id
+    ``path``, loaded without network access."""
+    folder = _tokenizer_folder(path)
     is_processor = (folder / "processor_config.json").exists() or (folder / "preprocessor_config.json").exists()
     try:
         if is_processor:  # imported only when needed: it pulls in torch and the image stack
@@ -60,38 +96,99 @@ def _load_processor(path: str) -> Any:
 
         return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
     except Exception as e:  # transformers raises OSError, ValueError, KeyError... for a folder it cannot read
-        raise CliError(f"{path}: cannot load a tokenizer from this folder ({type(e).__name__}: {e})") from e
+        where = path if folder == Path(path) else f"{path} (cached at {folder})"
+        reason = " ".join(str(e).split())  # transformers' messages run over several lines; errors are one line
+        raise CliError(f"{where}: cannot load a tokenizer from this folder ({type(e).__name__}: {reason})") from e
+
+
+class _BadLine(NamedTuple):
+    """A line of a JSONL input that is not a JSON value (``reason`` says why)."""
+
+    reason: str
+
+
+_STDIN = "-"
+
+
+def _name(path: str) -> str:
+    return "<stdin>" if path == _STDIN else path
 
 
 def _read_json_records(path: str) -> list[tuple[str, Any]]:
-    """``(where, value)`` for each JSON value of the file: one for ``.json``, one per non-blank line for JSONL."""
-    file = Path(path)
-    if not file.exists():
-        raise CliError(f"{path}: no such file")
-    if not file.is_file():
-        raise CliError(f"{path}: not a file")
-    try:
-        text = file.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise CliError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from e
-    if file.suffix.lower() in _JSONL:
-        records = []
-        for n, line in enumerate(text.splitlines(), 1):
+    """``(where, value)`` for each JSON value of the file, read whole (``show --tools``)."""
+    return list(_records(path))
+
+
+def _records(path: str) -> Iterator[tuple[str, Any]]:
+    """``(where, value)`` for each JSON value of ``path`` (``-``: stdin), read lazily.
+
+    A ``.json`` file holds one JSON document, a ``.jsonl`` / ``.ndjson`` file one value a line;
+    any other path (stdin, a pipe) is JSON lines when its first non-blank line is a JSON value
+    by itself, else one document. JSON lines are read one at a time, never the whole input; a
+    line that is not UTF-8 JSON is yielded as a :class:`_BadLine`. The file is opened here, so
+    a missing one raises at the call, not at the first row.
+    """
+    name = _name(path)
+    if path == _STDIN:
+        stream = sys.stdin.buffer
+    else:
+        file = Path(path)
+        if not file.exists():
+            raise CliError(f"{path}: no such file")
+        if file.is_dir():
+            raise CliError(f"{path}: not a file")
+        try:
+            stream = file.open("rb")
+        except OSError as e:
+            raise CliError(f"{path}: cannot read ({e.strerror})") from e
+    suffix = Path(path).suffix.lower() if path != _STDIN else ""
+    mode = "document" if suffix == ".json" else "lines" if suffix in _JSONL else "sniff"
+    return _read(stream, name, mode)
+
+
+def _read(stream: BinaryIO, name: str, mode: str) -> Iterator[tuple[str, Any]]:
+    with contextlib.ExitStack() as stack:
+        if stream is not sys.stdin.buffer:
+            stack.callback(stream.close)
+        if mode == "document":
+            yield name, _document(stream.read(), name)
+            return
+        n_values = 0
+        for n, raw in enumerate(stream, 1):  # split at b"\n" only: a JSON string may hold U+2028
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                n_values += 1
+                yield f"{name}:{n}", _BadLine(f"not UTF-8 text ({e.reason} at byte {e.start})")
+                continue
             if not line.strip():
                 continue
             try:
-                records.append((f"{path}:{n}", json.loads(line)))
+                value = json.loads(line)
             except json.JSONDecodeError as e:
-                raise CliError(f"{path}:{n}: not valid JSON ({e.msg} at column {e.colno})") from e
-        if not records:
-            raise CliError(f"{path}: no JSON lines")
-        return records
+                if mode == "sniff" and not n_values and line.lstrip()[:1] in ("[", "{"):
+                    # The first line opens a JSON value it does not close: one document over many lines.
+                    yield name, _document(raw + stream.read(), name, first_line=n)
+                    return
+                value = _BadLine(f"not valid JSON ({e.msg} at column {e.colno})")
+            n_values += 1
+            yield f"{name}:{n}", value
+        if not n_values:
+            raise CliError(f"{name}: no JSON lines" if mode == "lines" else f"{name}: empty input")
+
+
+def _document(data: bytes, name: str, first_line: int = 1) -> Any:
+    """The one JSON document ``data``; errors name the line and column (from ``first_line``)."""
     try:
-        return [(path, json.loads(text))]
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise CliError(f"{name}: not UTF-8 text ({e.reason} at byte {e.start})") from e
+    try:
+        return json.loads(text)
     except json.JSONDecodeError as e:
         raise CliError(
-            f"{path}:{e.lineno}:{e.colno}: not valid JSON ({e.msg}); a .json file holds one conversation, "
-            "a .jsonl file one per line"
+            f"{name}:{e.lineno + first_line - 1}:{e.colno}: not valid JSON ({e.msg}); a .json file holds one "
+            "conversation or a list of rows, a .jsonl file one per line"
         ) from e
 
 
@@ -113,20 +210,31 @@ def _pairs(pairs: Sequence[str], option: str) -> dict[str, str] | None:
     return out or None
 
 
-def _dataset_rows(records: list[tuple[str, Any]], args: argparse.Namespace) -> list[tuple[str, Any]]:
-    """A ``.json`` file holding a list of dataset rows (LLaMA-Factory's files) as one record per row."""
+def _dataset_rows(records: Iterator[tuple[str, Any]], args: argparse.Namespace) -> Iterator[tuple[str, Any]]:
+    """The records, with an input of one value that is a list of dataset rows (LLaMA-Factory's ``.json``
+    files) read as one record per row. Lazy: one record is read ahead, to know whether it is the only one."""
+    first = next(records, None)
+    if first is None:
+        return
+    second = next(records, None)
+    if second is not None:
+        yield first
+        yield second
+        yield from records
+        return
+    yield from _list_of_rows(*first, args)
+
+
+def _list_of_rows(where: str, value: Any, args: argparse.Namespace) -> list[tuple[str, Any]]:
     from labelmask.errors import LabelmaskError
 
-    if len(records) != 1 or not isinstance(records[0][1], list) or not records[0][1]:
-        return records
-    where, rows = records[0]
-    if not all(isinstance(row, dict) for row in rows):
-        return records
+    if not isinstance(value, list) or not value or not all(isinstance(row, dict) for row in value):
+        return [(where, value)]
     try:
-        _row_format(rows[0], args)
+        _row_format(value[0], args)
     except LabelmaskError:  # a list of messages, not of rows
-        return records
-    return [(f"{where}[{i}]", row) for i, row in enumerate(rows)]
+        return [(where, value)]
+    return [(f"{where}[{i}]", row) for i, row in enumerate(value)]
 
 
 def _conversation(where: str, value: Any, args: argparse.Namespace) -> tuple[list, list | None]:
@@ -260,10 +368,19 @@ def _show(args: argparse.Namespace) -> int:
     from labelmask._render import RenderBudget
     from labelmask.errors import LabelmaskError, RenderBudgetError
 
-    records = _dataset_rows(_read_json_records(args.conversation), args)
-    if not 0 <= args.row < len(records):
-        raise CliError(f"--row {args.row}: {args.conversation} has {len(records)} conversation(s) (rows 0..)")
-    where, value = records[args.row]
+    if args.row < 0:
+        raise CliError(f"--row {args.row}: rows count from 0")
+    found, n_rows = None, 0
+    for n_rows, (where, value) in enumerate(_dataset_rows(_records(args.conversation), args), 1):
+        if isinstance(value, _BadLine):
+            raise CliError(f"{where}: {value.reason}")
+        if n_rows - 1 == args.row:
+            found = where, value
+            break  # the rest of the input is not read
+    if found is None:
+        name = _name(args.conversation)
+        raise CliError(f"--row {args.row}: {name} has {n_rows} conversation(s) (rows 0..)")
+    where, value = found
     try:
         messages, tools = _conversation(where, value, args)
     except LabelmaskError as e:
@@ -296,7 +413,7 @@ def _show(args: argparse.Namespace) -> int:
         raise CliError(f"{where}: {out.report.n_tokens:,} tokens, over the view's limit of {limit:,}: {lift}")
     sys.stdout.write(_view.render_terminal(out, color=_use_color(args.color)))
     if args.html is not None:
-        page = _view.render_html(out, title=f"labelmask show {Path(args.conversation).name}")
+        page = _view.render_html(out, title=f"labelmask show {Path(_name(args.conversation)).name}")
         try:
             Path(args.html).write_text(page, encoding="utf-8")
         except OSError as e:
@@ -436,6 +553,34 @@ def _check(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------- stats
 
 
+def _percentiles(lengths: Counter[int]) -> dict[str, int | None]:
+    """p50, p90, p99 and max of the values counted in ``lengths`` (value -> rows), by the nearest-rank
+    method: pN is the smallest value at least N% of the rows do not exceed. ``None`` with no rows."""
+    n = sum(lengths.values())
+    out: dict[str, int | None] = {"p50": None, "p90": None, "p99": None, "max": None}
+    if not n:
+        return out
+    ranks = {name: -(-p * n // 100) for name, p in (("p50", 50), ("p90", 90), ("p99", 99))}  # ceil(p% of n)
+    seen = 0
+    for value, count in sorted(lengths.items()):
+        seen += count
+        for name, rank in ranks.items():
+            if out[name] is None and seen >= rank:
+                out[name] = value
+    out["max"] = max(lengths)
+    return out
+
+
+def _count_lines(path: str) -> int | None:
+    """The non-blank lines of a ``.jsonl`` / ``.ndjson`` file, for the progress bar's total (a pass over
+    the file, in constant memory); ``None`` for stdin, a pipe or any other file (it may be a document)."""
+    file = Path(path)
+    if path == _STDIN or file.suffix.lower() not in _JSONL or not file.is_file():
+        return None
+    with file.open("rb") as lines:
+        return sum(1 for line in lines if line.strip())
+
+
 def _stats(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -444,22 +589,45 @@ def _stats(args: argparse.Namespace) -> int:
 
     if args.max_length is not None and args.max_length < 1:
         raise CliError(f"--max-length {args.max_length}: use a positive number")
-    records = _dataset_rows(_read_json_records(args.dataset), args)
+    rows = _dataset_rows(_records(args.dataset), args)
+    first = next(rows, None)  # a malformed .json document fails here, before the tokenizer loads
     processor = _load_processor(args.tokenizer)
     args.template = _resolve_template(args.template, processor)
     kwargs = _template_kwargs(args.kwarg, processor)
     if args.max_length is not None:
         kwargs.update(max_length=args.max_length, truncation=args.truncation)
     per_role: dict[str, list[int]] = {name: [0, 0] for name in _view.ROLE_NAMES.values()}
-    n_rows = n_truncated = n_empty = n_tokens = n_trained = n_cut = 0
+    n_rows = n_truncated = n_empty = n_tokens = n_trained = n_cut = n_bad = 0
+    first_bad: str | None = None
+    tokens_per_row: Counter[int] = Counter()  # length -> rows: exact percentiles in memory bounded by max length
+    trained_per_row: Counter[int] = Counter()
+    templates: Counter[str] = Counter()
     errors: dict[str, list] = {}
     not_rendered: dict[str, list[int]] = {}  # field -> [messages, samples]
     disable = {"auto": None, "always": False, "never": True}[args.progress]
+    records = itertools.chain([first] if first is not None else [], rows)
+    total = (
+        _count_lines(args.dataset) if args.progress == "always" or (disable is None and sys.stderr.isatty()) else None
+    )
     # delay: a progress bar appears only on runs long enough to want one.
-    for where, value in tqdm(records, desc="masking", unit="row", disable=disable, delay=args.progress_delay):
+    bar = tqdm(records, desc="masking", unit="row", total=total, disable=disable, delay=args.progress_delay)
+    for where, value in bar:
+        try:
+            if isinstance(value, _BadLine):
+                raise CliError(f"{where}: {value.reason}")
+            messages, tools = _conversation(where, value, args)
+        except CliError as e:  # not a row at all: stops the run, or is counted with --skip-bad-lines
+            if not args.skip_bad_lines:
+                raise
+            n_bad += 1
+            first_bad = first_bad or str(e)
+            continue
+        except LabelmaskError as e:  # a row its format cannot read: refused
+            n_rows += 1
+            errors.setdefault(type(e).__name__, [0, f"{where}: {e}"])[0] += 1
+            continue
         n_rows += 1
         try:
-            messages, tools = _conversation(where, value, args)
             out = _mask(messages, processor, tools, args, **kwargs)
         except LabelmaskError as e:
             if isinstance(e, TruncationError):
@@ -472,6 +640,9 @@ def _stats(args: argparse.Namespace) -> int:
         n_cut += report.n_cut
         n_truncated += report.n_cut > 0
         n_empty += report.n_trained == 0
+        tokens_per_row[report.n_tokens] += 1
+        trained_per_row[report.n_trained] += 1
+        templates[report.template] += 1
         for field in {f for _, f in report.not_rendered}:
             counts = not_rendered.setdefault(field, [0, 0])
             counts[0] += sum(1 for _, f in report.not_rendered if f == field)
@@ -479,8 +650,41 @@ def _stats(args: argparse.Namespace) -> int:
         for count in _view.role_counts(out):
             per_role[count.role][0] += count.tokens
             per_role[count.role][1] += count.trained
-    n_masked = n_rows - sum(n for n, _ in errors.values())
-    print(f"labelmask stats {args.dataset}: {n_rows} samples, {n_masked} masked, {n_tokens} tokens")
+    if not n_rows:
+        raise CliError(f"{_name(args.dataset)}: no rows: {n_bad} bad lines skipped (first: {first_bad})")
+    n_refused = sum(n for n, _ in errors.values())
+    n_masked = n_rows - n_refused
+    status = 1 if args.fail_on_refused and (n_refused or n_bad) else 0
+    if args.json:
+        summary = {
+            "labelmask_version": __version__,
+            "dataset": _name(args.dataset),
+            "tokenizer": args.tokenizer,
+            "rows": n_rows,
+            "masked": n_masked,
+            "refused": n_refused,
+            "refused_by_error": {name: {"rows": n, "first": first} for name, (n, first) in sorted(errors.items())},
+            "bad_lines": n_bad,
+            "first_bad_line": first_bad,
+            "tokens": n_tokens,
+            "trained": n_trained,
+            "roles": {role: {"tokens": tokens, "trained": trained} for role, (tokens, trained) in per_role.items()},
+            "tokens_per_row": _percentiles(tokens_per_row),
+            "trained_per_row": _percentiles(trained_per_row),
+            "truncated": n_truncated,
+            "tokens_cut": n_cut,
+            "max_length": args.max_length,
+            "truncation": args.truncation if args.max_length is not None else None,
+            "nothing_to_train": n_empty,
+            "not_rendered": {
+                field: {"messages": n_messages, "rows": n_samples}
+                for field, (n_messages, n_samples) in sorted(not_rendered.items())
+            },
+            "templates": dict(sorted(templates.items())),
+        }
+        print(json.dumps(summary, indent=2, ensure_ascii=False))
+        return status
+    print(f"labelmask stats {_name(args.dataset)}: {n_rows} samples, {n_masked} masked, {n_tokens} tokens")
     print()
     width = max(len(r) for r in per_role)
     print(f"{'role':<{width}}  {'tokens':>8}  {'trained':>8}  {'trained %':>9}  {'% of trained':>12}")
@@ -494,14 +698,20 @@ def _stats(args: argparse.Namespace) -> int:
     all_share = 100.0 if n_trained else 0.0
     print(f"{'total':<{width}}  {n_tokens:>8}  {n_trained:>8}  {total_share:>8.1f}%  {all_share:>11.1f}%")
     print()
+    for what, lengths in (("tokens", tokens_per_row), ("trained tokens", trained_per_row)):
+        if lengths:
+            shown = ", ".join(f"{name} {value}" for name, value in _percentiles(lengths).items())
+            print(f"{what} per sample: {shown}")
     limit = f" (max_length={args.max_length}, truncation={args.truncation})" if args.max_length else ""
     print(f"samples truncated: {n_truncated}{limit}, {n_cut} tokens cut")
     print(f"samples with nothing to train: {n_empty}")
     for field, (n_messages, n_samples) in sorted(not_rendered.items()):
         print(f"not rendered by the template, {field}: {n_messages} messages in {n_samples} samples")
-    for name, (n, first) in sorted(errors.items()):
-        print(f"samples refused, {name}: {n} (first: {first})")
-    return 0
+    for name, (n, first_error) in sorted(errors.items()):
+        print(f"samples refused, {name}: {n} (first: {first_error})")
+    if n_bad:
+        print(f"bad lines skipped: {n_bad} (first: {first_bad})")
+    return status
 
 
 # ---------------------------------------------------------------------------- templates
@@ -539,12 +749,17 @@ def _count(text: str) -> int:
     return value
 
 
+_TOKENIZER_HELP = "tokenizer or processor folder, or a Hub model id (org/name) in the local Hugging Face cache"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="labelmask",
         description="See and check the training labels labelmask computes for chat templates.",
-        epilog="TOKENIZER is a local folder (save_pretrained output or a model snapshot); nothing is downloaded.",
+        epilog="TOKENIZER is a local folder (save_pretrained output or a model snapshot) or a Hub model id "
+        "(org/name) in the local Hugging Face cache; nothing is downloaded. DATASET or CONVERSATION - reads stdin.",
     )
+    parser.add_argument("--version", action="version", version=f"labelmask {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def common(p: argparse.ArgumentParser) -> None:
@@ -584,9 +799,9 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument(
         "conversation",
         help="a .json conversation (messages, or a row: {messages, tools}, ShareGPT, Alpaca, prompt/completion), "
-        "a .json list of rows, or a .jsonl file",
+        "a .json list of rows, a .jsonl file, or - for stdin",
     )
-    show.add_argument("tokenizer", metavar="TOKENIZER", help="tokenizer or processor folder")
+    show.add_argument("tokenizer", metavar="TOKENIZER", help=_TOKENIZER_HELP)
     show.add_argument("--row", type=int, default=0, help="which line of a .jsonl file (from 0; default 0)")
     show.add_argument("--tools", metavar="FILE", help="a JSON file with the tool schemas")
     show.add_argument(
@@ -616,7 +831,7 @@ def _parser() -> argparse.ArgumentParser:
     show.set_defaults(run=_show)
 
     check = commands.add_parser("check", help="property-test the mask of a tokenizer's chat template")
-    check.add_argument("path", metavar="TOKENIZER", help="tokenizer or processor folder (its chat template is stock)")
+    check.add_argument("path", metavar="TOKENIZER", help=_TOKENIZER_HELP + " (its chat template is stock)")
     check.add_argument("--examples", type=int, default=100, help="conversations to draw (default 100)")
     check.add_argument("--seed", type=int, default=0, help="Hypothesis seed (default 0)")
     check.add_argument("--eot", help="the end-of-turn string the template writes after a reply (checked as trained)")
@@ -633,9 +848,9 @@ def _parser() -> argparse.ArgumentParser:
     stats.add_argument(
         "dataset",
         help="a .jsonl file, one row per line ({messages, tools}, messages, ShareGPT, Alpaca, prompt/completion), "
-        "or a .json list of rows",
+        "a .json list of rows, or - for stdin (JSON lines or one JSON document)",
     )
-    stats.add_argument("tokenizer", metavar="TOKENIZER", help="tokenizer or processor folder")
+    stats.add_argument("tokenizer", metavar="TOKENIZER", help=_TOKENIZER_HELP)
     stats.add_argument("--max-length", type=int, help="truncate samples to this many tokens (counts truncations)")
     stats.add_argument(
         "--truncation", choices=("right", "left", "turns", "drop"), default="right", help="with --max-length"
@@ -647,6 +862,17 @@ def _parser() -> argparse.ArgumentParser:
         help="progress bar on stderr (auto: on a terminal, for runs over --progress-delay seconds)",
     )
     stats.add_argument("--progress-delay", type=float, default=2.0, help=argparse.SUPPRESS)
+    stats.add_argument("--json", action="store_true", help="print one JSON object (keys in docs/cli.md)")
+    stats.add_argument(
+        "--skip-bad-lines",
+        action="store_true",
+        help="skip and count lines that are not JSON or not a row in any format (default: stop, naming the line)",
+    )
+    stats.add_argument(
+        "--fail-on-refused",
+        action="store_true",
+        help="exit with status 1 when any row was refused or skipped (default: 0)",
+    )
     common(stats)
     formats(stats)
     stats.set_defaults(run=_stats)
@@ -657,11 +883,36 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _notes(command: str) -> Any:
+    """A ``warnings.showwarning`` that writes each distinct warning once to stderr as one line,
+    ``labelmask COMMAND: note: ...`` (``warning: Category: ...`` from other libraries), without
+    Python's ``path:line:`` prefix and source line."""
+    shown: set[tuple[type, str]] = set()
+
+    def show(message: Warning | str, category: type[Warning], *_: Any, **__: Any) -> None:
+        text = " ".join(str(message).split())
+        if (category, text) in shown:
+            return
+        shown.add((category, text))
+        label = "note" if category.__module__.startswith("labelmask") else f"warning: {category.__name__}"
+        print(f"labelmask {command}: {label}: {text}", file=sys.stderr)
+
+    return show
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``labelmask`` command with ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
     args = _parser().parse_args(argv)
     try:
-        return args.run(args)
+        with warnings.catch_warnings():
+            # labelmask's own warnings are notes the command always shows (once each); other libraries'
+            # warnings follow the process's filters (-W, PYTHONWARNINGS), shown the same way.
+            from labelmask.errors import NoEndOfTurnWarning, NotRenderedWarning
+
+            for category in (NoEndOfTurnWarning, NotRenderedWarning):
+                warnings.simplefilter("always", category)
+            warnings.showwarning = _notes(args.command)
+            return args.run(args)
     except CliError as e:
         print(f"labelmask {args.command}: error: {e}", file=sys.stderr)
         return 2
