@@ -253,11 +253,13 @@ def test_return_types_agree(return_tensors, tokenizers):
     for key in out:
         value = out[key]
         as_list = value if return_tensors is None else value.tolist()
-        assert as_list == ref[key]
         if return_tensors == "pt":
             import torch
 
             assert value.dtype == (torch.float32 if key == "loss_weights" else torch.int64)
+            assert value.shape == (1, len(ref[key]))  # a batch dimension, as the tokenizer's (issue 20)
+            as_list = as_list[0]
+        assert as_list == ref[key]
         if return_tensors == "np":
             assert value.dtype.kind == ("f" if key == "loss_weights" else "i")
 
