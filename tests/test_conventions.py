@@ -13,6 +13,7 @@ import torch
 
 import labelmask
 from labelmask import IGNORE_INDEX
+from tests.test_trl import tiny_model
 
 MESSAGES = [
     {"role": "system", "content": "Be brief."},
@@ -34,23 +35,6 @@ def test_pt_tensors_have_the_tokenizers_batch_dimension(tokenizers):
     assert isinstance(labelmask.mask_conversation(MESSAGES, tokenizer)["input_ids"][0], int)
 
 
-def tiny_model(tokenizer):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        tie_word_embeddings=True,
-        initializer_range=0.5,
-    )
-    return LlamaForCausalLM(config).eval()
-
-
 @pytest.mark.parametrize("return_tensors", [None, "np", "pt"])
 def test_to_device_gives_the_model_inputs_and_model_out_runs(tokenizers, return_tensors):
     tokenizer = tokenizers["qwen3"]
@@ -58,7 +42,7 @@ def test_to_device_gives_the_model_inputs_and_model_out_runs(tokenizers, return_
     inputs = out.to("cpu")
     assert sorted(inputs) == ["attention_mask", "input_ids", "labels"]
     assert all(v.shape == (1, out.report.n_tokens) and v.device.type == "cpu" for v in inputs.values())
-    model = tiny_model(tokenizer)
+    model = tiny_model(tokenizer).eval()
     with torch.no_grad():
         result = model(**inputs)
         logits = model(input_ids=inputs["input_ids"]).logits[0]

@@ -48,23 +48,29 @@ def tiny_model(tokenizer):
     return LlamaForCausalLM(config)
 
 
+# Three logged steps on the CPU, in float32, as every trainer here runs.
+THREE_STEPS = dict(
+    max_steps=3,
+    logging_steps=1,
+    learning_rate=1e-3,
+    report_to="none",
+    use_cpu=True,
+    save_strategy="no",
+    seed=0,
+    activation_checkpointing=False,  # TRL sets the deprecated gradient_checkpointing alias
+    bf16=False,  # TRL defaults to bf16 where supported; the references here are float32
+)
+
+
 def train_and_log(tokenizer, model, collator, tmp_path):
     from datasets import Dataset
 
     args = trl.SFTConfig(
         output_dir=str(tmp_path),
         per_device_train_batch_size=len(CONVERSATIONS),  # one batch: the whole dataset
-        max_steps=3,
-        logging_steps=1,
-        learning_rate=1e-3,
-        report_to="none",
-        use_cpu=True,
-        save_strategy="no",
-        seed=0,
-        activation_checkpointing=False,  # TRL sets the deprecated gradient_checkpointing alias
-        bf16=False,  # TRL defaults to bf16 where supported; the reference below is float32
         remove_unused_columns=False,  # the collator reads the raw "messages"
         dataset_kwargs={"skip_prepare_dataset": True},
+        **THREE_STEPS,
     )
     dataset = Dataset.from_list([{"messages": m} for m in CONVERSATIONS])
     trainer = trl.SFTTrainer(
@@ -127,15 +133,7 @@ def readme_trainer(tokenizer, model, train, tmp_path, **config):
     args = trl.SFTConfig(
         output_dir=str(tmp_path),
         per_device_train_batch_size=64,  # one batch: every row TRL built
-        max_steps=3,
-        logging_steps=1,
-        learning_rate=1e-3,
-        report_to="none",
-        use_cpu=True,
-        save_strategy="no",
-        seed=0,
-        activation_checkpointing=False,
-        bf16=False,
+        **THREE_STEPS,
         **config,
     )
     return trl.SFTTrainer(model=model, args=args, train_dataset=train, processing_class=tokenizer)
