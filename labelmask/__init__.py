@@ -19,6 +19,15 @@ from labelmask._datasets import MaskStats, mask_dataset
 from labelmask._mask import MaskedConversation, MaskReport, mask_conversation
 from labelmask._parts import Part, Role
 from labelmask._policy import IGNORE_INDEX, Policy
+from labelmask._preference import (
+    MaskedPreference,
+    PreferenceCollator,
+    PreferenceReport,
+    PreferenceStats,
+    mask_preference,
+    mask_preference_dataset,
+    mask_unpaired,
+)
 from labelmask._registry import AnnotatedTemplate, register_template, template_hash, templates
 from labelmask._render import RenderBudget
 from labelmask._turns import mask_turns
@@ -57,6 +66,7 @@ __all__ = [
     "MaskReport",
     "MaskStats",
     "MaskedConversation",
+    "MaskedPreference",
     "NoEndOfTurnWarning",
     "NotRenderedError",
     "NotRenderedWarning",
@@ -64,6 +74,9 @@ __all__ = [
     "OptionError",
     "Part",
     "Policy",
+    "PreferenceCollator",
+    "PreferenceReport",
+    "PreferenceStats",
     "RenderBudget",
     "RenderBudgetError",
     "RenderParityError",
@@ -76,7 +89,10 @@ __all__ = [
     "mask_conversation",
     "mask_conversations",
     "mask_dataset",
+    "mask_preference",
+    "mask_preference_dataset",
     "mask_turns",
+    "mask_unpaired",
     "register_template",
     "show",
     "template_hash",

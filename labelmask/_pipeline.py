@@ -80,6 +80,7 @@ __all__ = [
     "require_torch",
     "finish_step",
     "mask_one",
+    "render_generation_prompt",
     "render_step",
     "with_images",
 ]
@@ -430,6 +431,33 @@ def _render_step(messages: Any, processor: Any, tokenizer: Any, tools: Any, opti
         marked,
         writers,
     )
+
+
+def render_generation_prompt(messages: Any, processor: Any, tools: Any, options: Options) -> str:
+    """The stock template's render of ``messages`` with ``add_generation_prompt=True``: what the model
+    reads before it generates the next reply (under ``options.render_budget``, as every render)."""
+    token = set_budget(options.render_budget)
+    try:
+        stock_source = _stock_source(processor, tools)
+        annotated = REGISTRY.lookup(stock_source, options.template, options.fallback)
+        content_format = annotated.content_format if annotated is not None else "text"
+        conversation = normalize_conversation(messages, tools, content_format=content_format)
+        name = (
+            annotated.name
+            if annotated is not None
+            else "unregistered-" + template_hash(stock_source).removeprefix("sha256:")[:12]
+        )
+        variables = {
+            **processor.special_tokens_map,
+            **plain_kwargs(options.template_kwargs),
+            "messages": conversation.messages,
+            "tools": conversation.tools,
+            "documents": options.template_kwargs.get("documents"),
+            "add_generation_prompt": True,
+        }
+        return render_stock(compile_template(stock_source, mode="stock", name=name), variables, name)
+    finally:
+        reset_budget(token)
 
 
 # (template, field) pairs already warned about (once per process each).

@@ -41,6 +41,7 @@ ORDER = [
     "_collate",
     "_formats",  # dataset row shapes (ShareGPT, Alpaca, prompt/completion) read as messages
     "_datasets",
+    "_preference",  # preference pairs (DPO, KTO): prompt and completions split where the model writes
     "_view",
     "testing.strategies",
     "testing._checks",
