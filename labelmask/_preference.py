@@ -183,10 +183,17 @@ def mask_preference(
         rejected: The other completion, in the same forms.
         processor: A fast tokenizer (a multimodal processor is refused: pairs with images are not
             supported yet).
-        tools, policy, template, verify, fallback, add_eos, control_tokens, check, render_budget,
-            **template_kwargs: As for :func:`~labelmask.mask_conversation`. The policy decides what a
-            completion trains (its replies, by default, through their stop token); a message's
-            ``"train"`` flag still decides for it.
+        tools: As for :func:`~labelmask.mask_conversation`.
+        policy: What a completion trains (its replies, by default, through their stop token); a
+            message's ``"train"`` flag still decides for it.
+        template: As for :func:`~labelmask.mask_conversation`.
+        verify: As for :func:`~labelmask.mask_conversation`.
+        fallback: As for :func:`~labelmask.mask_conversation`.
+        add_eos: As for :func:`~labelmask.mask_conversation`.
+        control_tokens: As for :func:`~labelmask.mask_conversation`.
+        check: As for :func:`~labelmask.mask_conversation`.
+        render_budget: As for :func:`~labelmask.mask_conversation`.
+        **template_kwargs: Passed to the template, as for :func:`~labelmask.mask_conversation`.
         return_tensors: ``None`` (lists) or ``"np"``.
 
     Returns:
@@ -246,9 +253,11 @@ def mask_unpaired(
 ) -> MaskedPreference:
     """One completion judged desirable or not (KTO's unpaired form), split as :func:`mask_preference` splits.
 
+    ``completion`` takes the forms of :func:`mask_preference`'s ``chosen``; the other arguments are
+    :func:`mask_preference`'s.
+
     Args:
         label: ``True`` for a desirable completion, ``False`` for an undesirable one.
-        Others: as for :func:`mask_preference` (``completion`` in the forms of ``chosen``).
 
     Returns:
         A :class:`MaskedPreference` with ``prompt_input_ids``, ``completion_input_ids``,
@@ -495,7 +504,10 @@ class PreferenceCollator:
             pairs beforehand (``mask_preference_dataset(max_length=...)`` does).
         pad_to_multiple_of: Pad the batch's length up to a multiple.
         kl: For unpaired features: also build KTO's KL pairs.
-        policy, template, **template_kwargs: For raw features, as for :func:`mask_preference`.
+        policy: For raw features, as for :func:`mask_preference`.
+        template: For raw features, as for :func:`mask_preference`.
+        tools_key: The key of a raw feature's tools.
+        **template_kwargs: For raw features, as for :func:`mask_preference`.
     """
 
     def __init__(
@@ -713,12 +725,20 @@ def mask_preference_dataset(
         remove_columns: ``False`` (default) keeps the source columns: TRL's ``DPOTrainer`` reads
             ``prompt``/``chosen``/``rejected`` to build its own columns, which
             :class:`PreferenceCollator` ignores. ``True`` drops them all, a list drops those.
-        max_length, truncation_mode: Drop the rows that :class:`PreferenceCollator` with the same
-            arguments would leave with nothing to train in either completion (counted in
-            ``stats.dropped["TruncationError"]``); the rows are kept whole, cut when batched.
+        max_length: Refuse (``TruncationError``) the rows that :class:`PreferenceCollator` with the
+            same ``max_length`` and ``truncation_mode`` would leave with nothing to train in a
+            completion; with ``on_error="drop"`` they are dropped and counted. Kept rows stay whole,
+            cut when batched.
+        truncation_mode: ``"keep_start"`` or ``"keep_end"``, as the collator's.
         on_error: ``"raise"`` the first row's :class:`~labelmask.LabelmaskError` (its message starting
             ``"Row <index>: "``), or ``"drop"`` such rows and count them.
-        Others: as for :func:`mask_preference` and :func:`~labelmask.mask_dataset`.
+        tools_column: The column of tool definitions, used when the dataset has it.
+        policy: As for :func:`mask_preference`.
+        template: As for :func:`mask_preference`.
+        num_proc: Worker processes for ``Dataset.map``.
+        batch_size: Rows per batch given to each ``map`` call.
+        add_eos: As for :func:`mask_preference`.
+        **template_kwargs: As for :func:`mask_preference`.
 
     Returns:
         ``(masked, stats)``: the dataset with ``prompt_input_ids``, ``chosen_input_ids``,

@@ -82,6 +82,13 @@ def test_sft_script_trains_on_the_shipped_example(folders):
     assert len(losses) == 3 and losses[-1] < losses[0]
 
 
+def test_dpo_script_trains_on_two_pairs(folders):
+    out = run_example("dpo.py", folders / "qwen3-tokenizer").stdout
+    assert "2/2 rows kept" in out
+    losses = ast.literal_eval(out.split("losses:", 1)[1].strip())
+    assert len(losses) == 3 and losses[-1] < losses[0]
+
+
 def test_readme_llava_example_is_the_example_script():
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert snippet(ROOT / "examples" / "llava.py", "llava") in readme

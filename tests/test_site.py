@@ -33,6 +33,7 @@ LANGUAGES = {"python", "bash", "text", "jinja"}
 # Examples whose snippet a page shows verbatim, and the test that runs each script.
 RUN_ELSEWHERE = {
     ("sft.py", "sft"): "tests/test_docs.py::test_sft_script_trains_on_the_shipped_example",
+    ("dpo.py", "dpo"): "tests/test_docs.py::test_dpo_script_trains_on_two_pairs",
     ("quickstart.py", "quickstart"): "tests/test_docs.py::test_quickstart_runs_and_brackets_only_the_replies",
     ("ray_data.py", "ray"): "tests/test_ray.py::test_map_batches_on_a_local_ray_instance",
 }
