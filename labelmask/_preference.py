@@ -346,8 +346,15 @@ def preference_with(
             by_generation.append(True)
             continue
         heads = [s for s in out.spans if s.kind == "header" and s.message == n_prompt]
+        own = [s.start for s in out.spans if s.message == n_prompt]
+        if not heads and not own:
+            msg = (
+                f"The template ({template!r}) does not render the completion's first message (message {n_prompt}), "
+                "so there is no point where the model starts to write. Check the completion's fields."
+            )
+            raise ConversationError(msg, message_index=n_prompt, template=template)
         # Without a header span (a template that writes none), the reply starts at its first span.
-        start = heads[0].end if heads else min(s.start for s in out.spans if s.message == n_prompt)
+        start = heads[0].end if heads else min(own)
         offsets = out.offsets
         ends.append(int(np.searchsorted(offsets[:, 1], start, side="right")))
         by_generation.append(False)

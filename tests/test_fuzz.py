@@ -240,3 +240,57 @@ def test_a_policy_field_of_the_wrong_type_is_an_option_error(field, value):
         # A collection of role names drawn by chance (or none: only "train": True messages) is a valid policy.
         assert field == "roles" and isinstance(value, (list, set))
         assert set(value) <= {"system", "user", "assistant", "tool"}
+
+
+@st.composite
+def split_conversations(draw):
+    """A perturbed conversation cut after its last user message: (prompt, the rest); the rest is a
+    completion when the perturbation left it one."""
+    messages = draw(perturbed())
+    roles = [dict(m.items()).get("role") for m in plain(messages)]
+    users = [i for i, role in enumerate(roles) if role == "user"]
+    cut = users[-1] + 1 if users else 1
+    end = max((i + 1 for i, role in enumerate(roles) if role == "assistant" and i >= cut), default=cut)
+    return messages[:cut], messages[cut:end]
+
+
+JUNK = MESSAGE | st.lists(MESSAGE, max_size=3) | TEXT
+
+
+@settings(max_examples=max(300, settings.default.max_examples * 2))  # 400 in CI
+@given(
+    name=st.sampled_from(sorted(EOT)),
+    drawn=split_conversations(),
+    other=split_conversations(),
+    junk=st.none() | st.none() | st.none() | st.tuples(st.sampled_from(["prompt", "chosen", "rejected"]), JUNK),
+    tools=st.none() | st.just(TOOLS) | st.just(TOOLS) | HOSTILE_TOOLS,
+    mode=st.sampled_from(["keep", "escape", "raise"]),
+    kwargs=st.just({}) | st.just({}) | st.just({}) | KWARGS,
+)
+def test_preference_pairs_raise_only_labelmask_errors_and_split_what_they_return(
+    name, drawn, other, junk, tools, mode, kwargs, tokenizers
+):
+    """mask_preference on hostile pairs (issue 21 with issue 19's inputs): a labelmask error, or a pair whose
+    prompt + completion is its whole conversation's ids (masked with check="full"), the prompt untrained."""
+    tokenizer = tokenizers[name]
+    parts = {"prompt": drawn[0], "chosen": drawn[1], "rejected": other[1] or "a plain reply"}
+    if junk is not None:
+        parts[junk[0]] = junk[1]
+    prompt, chosen, rejected = parts["prompt"], parts["chosen"], parts["rejected"]
+    try:
+        pair = labelmask.mask_preference(
+            prompt, chosen, rejected, tokenizer, tools=tools, control_tokens=mode, check="full", **kwargs
+        )
+    except labelmask.MaskCheckError:
+        raise
+    except labelmask.LabelmaskError as error:
+        event(f"refused: {type(error).__name__}")
+        return
+    event(f"returned: split at the {pair.report.split}")
+    n = pair.report.n_prompt_tokens
+    assert len(pair["prompt_input_ids"]) == n
+    for side, whole in zip(("chosen", "rejected"), pair.conversations):
+        assert pair["prompt_input_ids"] + pair[f"{side}_input_ids"] == whole["input_ids"].tolist()
+        assert (whole["labels"][:n] == labelmask.IGNORE_INDEX).all()
+        assert pair[f"{side}_labels"] == whole["labels"][n:].tolist()
+        assert any(label != labelmask.IGNORE_INDEX for label in pair[f"{side}_labels"])

@@ -176,6 +176,28 @@ def test_deepseek_r1_prompt_is_split_at_the_header_because_its_generation_prompt
     assert trained_text(tokenizer, pair["chosen_input_ids"], pair["chosen_labels"]) == "4<｜end▁of▁sentence｜>"
 
 
+def test_a_token_merging_the_header_with_the_reply_moves_the_split_to_the_header(tokenizers):
+    """ChatML's header ends with a newline; a reply starting with two merges with it into one token
+    (ĊĊĊ). The generation prompt's ids are then not a prefix of the chosen conversation: the split is
+    at the header's end, the merged token starts the completion (trained: it writes the reply's first
+    characters), and the rejected conversation's own header newline moves to its completion, untrained."""
+    tokenizer = tokenizers["chatml"]
+    prompt = [{"role": "user", "content": "2 + 2?"}]
+    pair = labelmask.mask_preference(prompt, "\n\nFour.", "5", tokenizer)
+    assert pair.report.split == "header" and not pair.report.prompt_matches_generation
+    assert pair.report.n_moved == 1
+    assert tokenizer.decode(pair["prompt_input_ids"]).endswith("<|im_start|>assistant")
+    chosen = tokenizer.convert_ids_to_tokens(pair["chosen_input_ids"])
+    assert chosen[:2] == ["ĊĊĊ", "Four"] and pair["chosen_labels"][0] == pair["chosen_input_ids"][0]
+    assert tokenizer.convert_ids_to_tokens(pair["rejected_input_ids"][:1]) == ["Ċ"]
+    assert pair["rejected_labels"][0] == IGNORE
+    assert trained_text(tokenizer, pair["rejected_input_ids"], pair["rejected_labels"]) == "5<|im_end|>"
+    for completion in ("\n\nFour.", "5"):
+        messages = [*prompt, {"role": "assistant", "content": completion}]
+        side = "chosen" if completion != "5" else "rejected"
+        assert pair["prompt_input_ids"] + pair[f"{side}_input_ids"] == stock_ids(tokenizer, messages, None, {})
+
+
 def test_glm_completion_ends_with_the_stop_token_the_model_generates(tokenizers):
     """GLM-4.5 closes a reply with the next turn's header; after the last reply the stock render writes
     nothing, and labelmask writes the <|user|> the model generates there (as mask_conversation does)."""
@@ -188,6 +210,21 @@ def test_glm_completion_ends_with_the_stop_token_the_model_generates(tokenizers)
     )
     assert trained_text(tokenizer, pair["chosen_input_ids"], pair["chosen_labels"]) == "\n4<|user|>"
     assert trained_text(tokenizer, pair["rejected_input_ids"], pair["rejected_labels"]) == "\n5<|user|>"
+
+
+@pytest.mark.parametrize("name", ["llama3", "gemma3"])
+def test_a_template_nobody_annotated_is_split_from_its_derived_spans(name):
+    from tests.fixtures import load_tokenizer
+
+    tokenizer = load_tokenizer(name)
+    tokenizer.chat_template = "{#- an edited copy: no annotation matches it -#}" + tokenizer.chat_template
+    prompt = [{"role": "user", "content": "2 + 2?"}]
+    pair = labelmask.mask_preference(prompt, "4", "5", tokenizer)
+    assert pair.report.template.startswith("unregistered-") and pair.report.prompt_matches_generation
+    messages = [*prompt, {"role": "assistant", "content": "4"}]
+    assert pair["prompt_input_ids"] + pair["chosen_input_ids"] == stock_ids(tokenizer, messages, None, {})
+    eot = {"llama3": "<|eot_id|>", "gemma3": "<end_of_turn>"}[name]
+    assert trained_text(tokenizer, pair["chosen_input_ids"], pair["chosen_labels"]) == "4" + eot
 
 
 def test_plain_strings_are_one_user_message_and_one_reply(tokenizers):
