@@ -724,7 +724,9 @@ def mask_preference_dataset(
       ``extract_prompt``), and each completion is the rest;
     - ``prompt``, ``completion``, ``label`` (unpaired, KTO): rows of :func:`mask_unpaired`.
 
-    An optional ``tools`` column (a list of schemas or JSON text) applies to the row.
+    An optional ``tools`` column (a list of schemas or JSON text) and an optional
+    ``chat_template_kwargs`` column (TRL's: template arguments for the row, over the call's) apply
+    to their row.
 
     Args:
         dataset: A ``datasets.Dataset``.
@@ -807,6 +809,7 @@ def mask_preference_dataset(
     new["_labelmask_error_type"] = datasets.Value("string")
     new["_labelmask_error"] = datasets.Value("string")
     features = datasets.Features({**{c: dataset.features[c] for c in kept}, **new})
+    kwargs_column = "chat_template_kwargs" if "chat_template_kwargs" in columns else None
     masker = _PairMasker(
         processor,
         kind,
@@ -816,6 +819,7 @@ def mask_preference_dataset(
         max_length,
         truncation_mode,
         _registered(),
+        kwargs_column,
     )
     backend = getattr(processor, "backend_tokenizer", None)
     fingerprint = _hash(
@@ -910,6 +914,7 @@ class _PairMasker:
     max_length: int | None
     truncation_mode: str
     registered: dict[str, Any]
+    kwargs_column: str | None = None  # TRL's per-row chat_template_kwargs
 
     def __call__(self, batch: Mapping[str, list], indices: list[int]) -> dict[str, list]:
         _sync_registry(self.registered)
@@ -922,6 +927,14 @@ class _PairMasker:
         for k, row in enumerate(indices):
             try:
                 tools = _clean_tools(batch[self.tools_column][k]) if self.tools_column else None
+                options = self.options
+                row_kwargs = batch[self.kwargs_column][k] if self.kwargs_column else None
+                if row_kwargs:
+                    if not isinstance(row_kwargs, Mapping):
+                        raise ConversationError(f"chat_template_kwargs holds {row_kwargs!r:.40}, not a mapping.")
+                    merged = {**options.template_kwargs, **_without_none_values(row_kwargs)}
+                    check_template_kwargs(self.processor, merged)
+                    options = dataclasses.replace(options, template_kwargs=merged)
                 if self.kind == "implicit":
                     prompt, chosen, rejected = split_implicit(
                         _clean_messages(batch["chosen"][k]), _clean_messages(batch["rejected"][k])
@@ -939,7 +952,7 @@ class _PairMasker:
                     label = batch["label"][k]
                     if not isinstance(label, bool):
                         raise ConversationError(f"The label column holds {label!r:.40}, not True or False.")
-                result = preference_with(prompt, completions, self.processor, tools, self.options, lists=True)
+                result = preference_with(prompt, completions, self.processor, tools, options, lists=True)
                 if self.max_length is not None:
                     for name in completions:
                         if not _trains_after_cut(result, name, self.max_length, self.truncation_mode):
@@ -970,6 +983,11 @@ class _PairMasker:
             out["_labelmask_error_type"].append(None)
             out["_labelmask_error"].append(None)
         return out
+
+
+def _without_none_values(mapping: Mapping[str, Any]) -> dict[str, Any]:
+    """A row's ``chat_template_kwargs`` without the keys Arrow filled with ``None`` (set in other rows)."""
+    return {k: v for k, v in mapping.items() if v is not None}
 
 
 def _trains_after_cut(result: MaskedPreference, name: str, max_length: int, mode: str) -> bool:

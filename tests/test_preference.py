@@ -371,6 +371,25 @@ def test_dataset_formats_give_the_pairs_mask_preference_gives(tokenizers):
     }
 
 
+def test_a_rows_chat_template_kwargs_reach_its_template(tokenizers):
+    from datasets import Dataset
+
+    tokenizer = tokenizers["qwen3"]
+    rows = [
+        {"prompt": "2 + 2?", "chosen": "4", "rejected": "5", "chat_template_kwargs": {"enable_thinking": False}},
+        {"prompt": "2 + 2?", "chosen": "4", "rejected": "5", "chat_template_kwargs": {}},
+    ]
+    masked, _ = labelmask.mask_preference_dataset(Dataset.from_list(rows), tokenizer)
+    off = labelmask.mask_preference("2 + 2?", "4", "5", tokenizer, enable_thinking=False)
+    on = labelmask.mask_preference("2 + 2?", "4", "5", tokenizer)
+    assert off["prompt_input_ids"] != on["prompt_input_ids"]  # the generation prompt holds the empty block
+    assert masked[0]["prompt_input_ids"] == off["prompt_input_ids"]
+    assert masked[1]["prompt_input_ids"] == on["prompt_input_ids"]
+    bad = Dataset.from_list([{**rows[0], "chat_template_kwargs": {"enable_thinkin": False}}])
+    with pytest.raises(labelmask.OptionError, match="enable_thinking"):
+        labelmask.mask_preference_dataset(bad, tokenizer)
+
+
 def test_unpaired_dataset_for_kto(tokenizers):
     from datasets import Dataset
 
