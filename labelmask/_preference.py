@@ -588,9 +588,13 @@ class PreferenceCollator:
     def _row(self, feature: Any, index: int) -> Mapping[str, Any]:
         if not isinstance(feature, Mapping):
             raise FeatureError(f"Feature {index} is a {type(feature).__name__}, not a mapping.")
+        unpaired = "completion" in feature or "completion_input_ids" in feature
+        if unpaired and not isinstance(feature.get("label"), (bool, np.bool_)):
+            label = feature.get("label")
+            raise FeatureError(
+                f"Feature {index}: an unpaired completion needs 'label' True or False, not {label!r:.40}."
+            )
         if all(k in feature for k in _PAIRED) or all(k in feature for k in _UNPAIRED):
-            if "completion_input_ids" in feature and "chosen_input_ids" not in feature and "label" not in feature:
-                raise FeatureError(f"Feature {index} is an unpaired completion without 'label' (True or False).")
             return feature
         tools = feature.get(self.tools_key)
         if all(k in feature for k in ("prompt", "chosen", "rejected")):

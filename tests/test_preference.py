@@ -325,6 +325,12 @@ def test_collator_refuses_features_it_cannot_read(tokenizers):
         collator([forged])
     with pytest.raises(labelmask.OptionError):
         labelmask.PreferenceCollator(tokenizers["llama3"], truncation_mode="left")
+    unpaired = dict(labelmask.mask_unpaired(QUESTION, "4", tokenizers["llama3"], label=True))
+    for label in ("False", None, 1):
+        with pytest.raises(labelmask.FeatureError, match="True or False"):
+            collator([{**unpaired, "label": label}])
+    with pytest.raises(labelmask.FeatureError, match="True or False"):
+        collator([{"prompt": "2 + 2?", "completion": "4", "label": "yes"}])
 
 
 def test_collator_builds_ktos_batch_with_mismatched_kl_pairs(tokenizers):
