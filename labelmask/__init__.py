@@ -21,6 +21,7 @@ from labelmask._parts import Part, Role
 from labelmask._policy import IGNORE_INDEX, Policy
 from labelmask._registry import AnnotatedTemplate, register_template, template_hash, templates
 from labelmask._render import RenderBudget
+from labelmask._train import WeightedLoss, weighted_loss
 from labelmask._turns import mask_turns
 from labelmask._view import show
 from labelmask.errors import (
@@ -73,6 +74,7 @@ __all__ = [
     "TokenizerError",
     "TruncationError",
     "UnverifiedTemplateError",
+    "WeightedLoss",
     "mask_conversation",
     "mask_conversations",
     "mask_dataset",
@@ -81,6 +83,7 @@ __all__ = [
     "show",
     "template_hash",
     "templates",
+    "weighted_loss",
 ]
 
 __version__ = "0.1.0"

@@ -42,6 +42,7 @@ ORDER = [
     "_formats",  # dataset row shapes (ShareGPT, Alpaca, prompt/completion) read as messages
     "_datasets",
     "_view",
+    "_train",  # the weighted loss and the trainer mixin (torch, transformers imported when used)
     "testing.strategies",
     "testing._checks",
     "testing",
