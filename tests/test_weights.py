@@ -387,3 +387,17 @@ def test_misaligned_weights_are_refused_by_the_collator_and_the_loss(tokenizer):
         labelmask.weighted_loss(logits, labels, torch.roll(batch["loss_weights"], 2, dims=1))
     with pytest.raises(FeatureError, match="differ in shape"):
         labelmask.weighted_loss(logits, labels, batch["loss_weights"][:, 1:])
+
+
+def test_a_packed_batch_gives_the_padded_batchs_weighted_loss(tokenizer):
+    """Collator(packing=True): each sequence's first label is -100 and weighs 0.0, so no loss crosses a
+    boundary; with each sequence's own logits laid out packed, the loss is the hand-computed padded one."""
+    model = tiny_model(tokenizer).eval()
+    expected, _ = by_hand(model, tokenizer, WEIGHTED)
+    packed = labelmask.Collator(tokenizer, policy=POLICY, return_loss_weights=True, packing=True)
+    batch = packed([{"messages": m} for m in WEIGHTED])
+    with torch.no_grad():
+        singles = [labelmask.mask_conversation(m, tokenizer, policy=POLICY, return_tensors="pt") for m in WEIGHTED]
+        logits = torch.cat([model(input_ids=s["input_ids"]).logits for s in singles], dim=1)
+        got = labelmask.weighted_loss(logits, batch["labels"], batch["loss_weights"])
+    assert got.item() == pytest.approx(expected, rel=1e-5)
