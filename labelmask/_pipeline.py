@@ -584,7 +584,7 @@ def finish_step(
         raise NothingToTrainError(msg, template=name)
     n_tokens = len(ids)
     weights = conversation.weights
-    policy.check_weights(roles, weights, name)
+    policy._check_weights(roles, weights, name)
     arrays = {
         "input_ids": ids,
         "attention_mask": lambda: np.ones(n_tokens, dtype=np.int64),

@@ -188,7 +188,7 @@ class Policy:
             part_w[Part[name.upper()]] = weight
         return role_w, part_w
 
-    def check_weights(self, roles: tuple[int, ...], weights: tuple[float, ...] | None, template: str) -> None:
+    def _check_weights(self, roles: tuple[int, ...], weights: tuple[float, ...] | None, template: str) -> None:
         """Raise :class:`~labelmask.errors.ConversationError` for the first message whose weight times its
         role's and the largest part weight overflows float32 (``loss_weights`` would hold ``inf``).
 

@@ -224,7 +224,7 @@ class Provenance:
         if tables is not None:
             role_w, part_w = tables
             weight = weight * role_w[aligned.token_role.astype(np.int64) + 1] * part_w[aligned.token_part]
-        # One rounding to float32, of the product (check_weights refused a product over float32's range).
+        # One rounding to float32, of the product (Policy._check_weights refused a product over float32's range).
         return np.where(trained, weight, 0.0).astype(np.float32)
 
 
