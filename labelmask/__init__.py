@@ -30,6 +30,7 @@ from labelmask._preference import (
 )
 from labelmask._registry import AnnotatedTemplate, register_template, template_hash, templates
 from labelmask._render import RenderBudget
+from labelmask._train import WeightedLoss, weighted_loss
 from labelmask._turns import mask_turns
 from labelmask._view import show
 from labelmask.errors import (
@@ -86,6 +87,7 @@ __all__ = [
     "TokenizerError",
     "TruncationError",
     "UnverifiedTemplateError",
+    "WeightedLoss",
     "mask_conversation",
     "mask_conversations",
     "mask_dataset",
@@ -97,6 +99,7 @@ __all__ = [
     "show",
     "template_hash",
     "templates",
+    "weighted_loss",
 ]
 
 __version__ = "0.1.0"

@@ -307,7 +307,26 @@ def _check_masked(sample: dict[str, np.ndarray], index: int) -> None:
             f"({labels.shape} and {ids.shape}); a masked example has one label per token."
         )
         raise FeatureError(msg)
+    for key in (*_PAD_VALUES, *_TOKEN_ALIGNED):
+        if key in sample and sample[key].shape != ids.shape:
+            msg = (
+                f"Collator feature {index}: {key} and input_ids differ in length or shape "
+                f"({sample[key].shape} and {ids.shape}); a masked example has one {key} per token (a step that cut "
+                f"input_ids and labels without it, as TRL's own truncation and packing do, misaligned them)."
+            )
+            raise FeatureError(msg)
     trained = labels != IGNORE_INDEX
+    if "loss_weights" in sample:
+        weights = sample["loss_weights"]
+        bad = np.flatnonzero(~np.isfinite(weights) | (weights < 0) | (~trained & (weights != 0)))
+        if bad.size:
+            t = int(bad[0])
+            msg = (
+                f"Collator feature {index}: loss_weights[{t}] is {float(weights[t])!r} where labels[{t}] is "
+                f"{int(labels[t])}. labelmask's loss weights are finite, >= 0, and 0.0 wherever the label is -100; "
+                "these were changed or misaligned after masking."
+            )
+            raise FeatureError(msg)
     wrong = np.flatnonzero(trained & (labels != ids))
     if wrong.size:
         t = int(wrong[0])

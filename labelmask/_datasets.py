@@ -43,6 +43,7 @@ _NOT_RENDERED = "not_rendered"  # per row: "<message>:<field>" for each field th
 _EXPANDED = ("source_row", "exchange")  # expand="turns": the input row and the exchange's ordinal in it
 EXPAND_MODES = (None, "turns")
 _PROVENANCE = ("message_index", "role", "part")
+_WEIGHTS = ("loss_weights",)
 _ERROR_TYPE = "_labelmask_error_type"
 _ERROR = "_labelmask_error"
 
@@ -108,6 +109,7 @@ def mask_dataset(
     num_proc: int | None = None,
     batch_size: int = 1000,
     keep_provenance: bool = False,
+    keep_loss_weights: bool = False,
     trust_structs: bool = False,
     load_from_cache_file: bool | None = None,
     expand: str | None = None,
@@ -181,6 +183,10 @@ def mask_dataset(
         num_proc: Worker processes for ``Dataset.map`` (``None``: this process).
         batch_size: Rows per batch given to each ``map`` call.
         keep_provenance: Also write the ``message_index``, ``role`` and ``part`` columns.
+        keep_loss_weights: Also write the ``loss_weights`` column (float32 per token: the
+            message's ``"weight"`` times the policy's ``role_weights`` and ``part_weights`` on
+            trained tokens, 0.0 elsewhere; see :class:`~labelmask.Policy`), for
+            ``Collator(return_loss_weights=True)`` and :class:`~labelmask.WeightedLoss`.
         trust_structs: Accept tool-call ``arguments`` and ``tools`` stored as Arrow
             structs (see the module docstring: ``datasets`` fills keys missing from a
             row with ``None`` and widens ints to floats, which changes the rendered
@@ -213,8 +219,8 @@ def mask_dataset(
         ``(masked, stats)``: the dataset with ``input_ids``, ``attention_mask``,
         ``labels`` (lists of ints, ``-100`` where no loss), ``n_tokens``, ``n_trained``,
         ``n_cut`` (tokens cut by ``max_length=``) and ``not_rendered`` (``"<message>:<field>"``
-        for each field the template did not render) per row (and the provenance columns when
-        asked), in the input's row order; and a :class:`MaskStats`.
+        for each field the template did not render) per row (and the provenance and
+        ``loss_weights`` columns when asked), in the input's row order; and a :class:`MaskStats`.
 
     Raises:
         LabelmaskError: with ``on_error="raise"``, the first failing row's error
@@ -279,6 +285,7 @@ def mask_dataset(
             raise KeyError(f"remove_columns names columns the dataset lacks: {unknown}")
     kept = [c for c in columns if c not in removed]
     written = _OUTPUT + _REPORT + (_NOT_RENDERED,) + (_PROVENANCE if keep_provenance else ())
+    written += _WEIGHTS if keep_loss_weights else ()
     written += _EXPANDED if expand else ()
     clash = [c for c in kept if c in written]
     if clash:
@@ -290,6 +297,8 @@ def mask_dataset(
 
     int32 = datasets.Value("int32")
     new_features = {name: datasets.List(int32) for name in _OUTPUT}
+    if keep_loss_weights:
+        new_features.update({name: datasets.List(datasets.Value("float32")) for name in _WEIGHTS})
     new_features.update({name: datasets.Value("int64") for name in _REPORT})
     new_features[_NOT_RENDERED] = datasets.List(datasets.Value("string"))
     if expand:
@@ -307,6 +316,7 @@ def mask_dataset(
         options=options,
         on_error=on_error,
         keep_provenance=keep_provenance,
+        keep_loss_weights=keep_loss_weights,
         registered=_registered(),
         expand=expand,
         kept=tuple(kept) if expand else (),
@@ -404,12 +414,13 @@ class _Masker:
     registered: dict[str, Any]  # runtime registrations, re-made in a worker started by spawn
     expand: str | None = None
     kept: tuple[str, ...] = ()  # expand="turns": source columns repeated on each exchange's row
+    keep_loss_weights: bool = False
     warn_drops: bool = False  # a stream: no MaskStats counts the dropped rows, so warn at the first of each kind
     _warned: set[str] = dataclasses.field(default_factory=set, init=False, repr=False, compare=False)
 
     def __call__(self, batch: Mapping[str, list], indices: list[int]) -> dict[str, list]:
         _sync_registry(self.registered)
-        arrays = _OUTPUT + (_PROVENANCE if self.keep_provenance else ())
+        arrays = _OUTPUT + (_WEIGHTS if self.keep_loss_weights else ()) + (_PROVENANCE if self.keep_provenance else ())
         names = arrays + _REPORT + (_NOT_RENDERED,) + (_EXPANDED + self.kept if self.expand else ())
         out: dict[str, list] = {name: [] for name in names}
         if self.on_error == "drop":
@@ -581,6 +592,7 @@ def _fingerprint(dataset: Any, masker: _Masker, removed: list[str], batch_size: 
         repr(dataclasses.replace(masker.options, policy=None, template_kwargs=None)),
         masker.on_error,
         masker.keep_provenance,
+        masker.keep_loss_weights,
         masker.expand,
         repr(sorted(masker.options.template_kwargs.items())),
         removed,

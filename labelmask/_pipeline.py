@@ -612,11 +612,12 @@ def finish_step(
         raise NothingToTrainError(msg, template=name)
     n_tokens = len(ids)
     weights = conversation.weights
+    policy._check_weights(roles, weights, name)
     arrays = {
         "input_ids": ids,
         "attention_mask": lambda: np.ones(n_tokens, dtype=np.int64),
         "labels": labels,
-        "loss_weights": lambda: provenance.loss_weights(labels, weights),
+        "loss_weights": lambda: provenance.loss_weights(labels, weights, policy),
         "message_index": lambda: provenance.aligned.token_message.astype(np.int64),
         "role": lambda: provenance.aligned.token_role.astype(np.int64),
         "part": lambda: provenance.aligned.token_part.astype(np.int64),

@@ -27,7 +27,10 @@ is never trained. Both cases are counted in the sample's report.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import functools
+import math
+from collections.abc import Mapping
 from typing import Any, Literal, NamedTuple
 
 import numpy as np
@@ -35,7 +38,7 @@ import numpy as np
 from labelmask._align import Aligned
 from labelmask._parts import ROLE_ALIASES, Part, Role
 from labelmask._rendered import Rendered
-from labelmask.errors import OptionError
+from labelmask.errors import ConversationError, OptionError
 
 __all__ = ["IGNORE_INDEX", "Policy", "Runs", "Trained", "apply_policy", "label_runs", "plan_runs", "trained_messages"]
 
@@ -75,12 +78,31 @@ class Policy:
             (usually the final assistant reply); earlier ones get no loss. An
             assistant message that makes tool calls and the reply after their
             results are two messages: only the reply is the last turn.
+        part_weights: Loss weights by part, ``{"reasoning": 0.5, "tool_calls": 2.0}``: keys
+            are :class:`Part` names (or members) of parts a policy can train (``content``,
+            ``reasoning``, ``tool_calls``, ``eot``, ``template``, ``empty_reasoning``), values
+            finite numbers ``>= 0`` within float32. A part not named weighs 1.0. Stored as
+            sorted ``(name, weight)`` pairs (the policy stays hashable); ``dict(...)`` reads
+            them back.
+        role_weights: Loss weights by role, ``{"tool": 0.5}``: keys ``system``, ``user``,
+            ``assistant``, ``tool`` (a message of role ``ipython`` weighs as ``tool``, as
+            :class:`Role` codes it), values as for ``part_weights``.
 
     A message may also decide for itself: ``"train": False`` on a message is never
     trained, ``"train": True`` is trained whatever its role and ``last_turn_only``
     (its generated region, as for any trained role; ``reasoning``, ``tool_calls``
     and ``eot`` still apply). ``"weight": w`` scales its loss in the result's
     ``loss_weights``. Both keys are removed before the template renders.
+
+    Loss weights. A trained token's ``loss_weights`` entry is its message's ``"weight"``
+    times ``role_weights[its role]`` times ``part_weights[its part]``, the role and part
+    being those of the result's ``role`` and ``part`` arrays (a token that merges a
+    header's end with its reply's start, trained under ``straddle="train"``, has the
+    reply's part: its last character's). Every other token weighs 0.0. Weights only
+    scale what the policy trains: they never train a token (``labels`` are the same
+    whatever the weights). A weight of 0.0 leaves the token labelled (it still counts
+    in :func:`~labelmask.weighted_loss`'s denominator) but adds nothing to the loss; to
+    stop training a part, use ``reasoning=False``, ``tool_calls=False`` or ``eot=False``.
 
     Policies nest: what ``roles={"system", "user", "assistant", "tool"}`` trains
     includes what the default trains, which includes what
@@ -100,6 +122,8 @@ class Policy:
     last_turn_only: bool = False
     empty_reasoning: bool = False
     on_dropped_tool_calls: Literal["raise", "skip", "train"] = "raise"
+    part_weights: Mapping[str, float] | tuple[tuple[str, float], ...] = ()
+    role_weights: Mapping[str, float] | tuple[tuple[str, float], ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.roles, (str, frozenset, set, list, tuple)):
@@ -122,6 +146,19 @@ class Policy:
         ):
             msg = f"Policy(on_dropped_tool_calls={self.on_dropped_tool_calls!r}): use 'raise', 'skip' or 'train'."
             raise OptionError(msg)
+        part_weights = _weights(self.part_weights, "part_weights", Part, _WEIGHED_PARTS)
+        for name, flag in (("reasoning", self.reasoning), ("tool_calls", self.tool_calls), ("eot", self.eot)):
+            if not flag and name in dict(part_weights):
+                msg = f"Policy({name}=False) trains no {name}, so part_weights[{name!r}] would never apply; drop one."
+                raise OptionError(msg)
+        if not self.empty_reasoning and "empty_reasoning" in dict(part_weights):
+            msg = (
+                "Policy(empty_reasoning=False) trains no empty reasoning block, so part_weights['empty_reasoning'] "
+                "would never apply; pass empty_reasoning=True or drop the weight."
+            )
+            raise OptionError(msg)
+        object.__setattr__(self, "part_weights", part_weights)
+        object.__setattr__(self, "role_weights", _weights(self.role_weights, "role_weights", Role, _WEIGHED_ROLES))
 
     @functools.cached_property
     def _tables(self) -> tuple[np.ndarray, np.ndarray]:
@@ -139,10 +176,98 @@ class Policy:
         return role_ok, part_ok
 
     @functools.cached_property
+    def _weight_tables(self) -> tuple[np.ndarray, np.ndarray] | None:
+        # float64 loss weights by role (indexed by Role + 1) and by part; None when every weight is 1.0.
+        if not self.part_weights and not self.role_weights:
+            return None
+        role_w = np.ones(len(Role) + 1, dtype=np.float64)
+        for name, weight in self.role_weights:
+            role_w[ROLE_ALIASES[name] + 1] = weight
+        part_w = np.ones(len(Part), dtype=np.float64)
+        for name, weight in self.part_weights:
+            part_w[Part[name.upper()]] = weight
+        return role_w, part_w
+
+    def _check_weights(self, roles: tuple[int, ...], weights: tuple[float, ...] | None, template: str) -> None:
+        """Raise :class:`~labelmask.errors.ConversationError` for the first message whose weight times its
+        role's and the largest part weight overflows float32 (``loss_weights`` would hold ``inf``).
+
+        Args:
+            roles: :class:`Role` code of each message.
+            weights: Each message's ``"weight"``, or ``None`` when none carries one.
+        """
+        tables = self._weight_tables
+        if tables is None:
+            return
+        role_w, part_w = tables
+        top = float(part_w.max())
+        for m, role in enumerate(roles):
+            weight = (1.0 if weights is None else weights[m]) * float(role_w[role + 1]) * top
+            if weight > _FLOAT32_MAX:
+                msg = (
+                    f'Message {m}: its loss weight (its "weight" times Policy role_weights and part_weights) is '
+                    f"{weight:.3g}, over float32's 3.4e38: loss_weights would be inf (template {template!r}). "
+                    "Use smaller weights."
+                )
+                raise ConversationError(msg, message_index=m, template=template)
+
+    @functools.cached_property
     def _lists(self) -> tuple[list[bool], list[bool]]:
         # The same tables as Python lists, for per-message and per-segment lookups.
         role_ok, part_ok = self._tables
         return role_ok.tolist(), part_ok.tolist()
+
+
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+# What part_weights and role_weights may name: the parts a policy can train, and the roles of Policy.roles.
+_WEIGHED_PARTS = ("content", "reasoning", "tool_calls", "eot", "template", "empty_reasoning")
+_WEIGHED_ROLES = ("system", "user", "assistant", "tool")
+_NEVER_TRAINED = {
+    "none": "template text outside every message is never trained",
+    "header": (
+        "a header is never trained (a token that merges a header's end with its reply's start has the reply's part, "
+        "and its weight)"
+    ),
+    "image": "image tokens are never trained",
+}
+
+
+def _weights(value: Any, field: str, codes: type, allowed: tuple[str, ...]) -> tuple[tuple[str, float], ...]:
+    """``value`` (a mapping, or ``(name, weight)`` pairs) checked and stored as sorted ``(name, weight)`` pairs."""
+    if isinstance(value, Mapping):
+        items = list(value.items())
+    elif isinstance(value, (tuple, list)) and all(isinstance(p, (tuple, list)) and len(p) == 2 for p in value):
+        items = [tuple(p) for p in value]
+    else:
+        example = '{"reasoning": 0.5}' if field == "part_weights" else '{"tool": 0.5}'
+        raise OptionError(f"Policy({field}={value!r:.60}): use a mapping of names to weights, e.g. {example}.")
+    out: dict[str, float] = {}
+    for key, weight in items:
+        name = key.name.lower() if isinstance(key, codes) else key
+        if not isinstance(name, str) or name not in allowed:
+            why = _NEVER_TRAINED.get(name) if field == "part_weights" and isinstance(name, str) else None
+            if why:
+                msg = f"Policy({field}=...) names {name!r}, which no policy trains: {why}. Drop it."
+                raise OptionError(msg)
+            close = difflib.get_close_matches(str(name), allowed, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            msg = f"Policy({field}=...) got unknown name {key!r:.40}: {hint}use one of {', '.join(allowed)}."
+            raise OptionError(msg)
+        if name in out:
+            raise OptionError(f"Policy({field}=...) names {name!r} twice.")
+        try:
+            ok = not isinstance(weight, (bool, str, bytes)) and weight == float(weight)
+        except (TypeError, ValueError):
+            ok = False
+        number = float(weight) if ok else math.nan
+        if not math.isfinite(number) or number < 0 or number > _FLOAT32_MAX:
+            msg = (
+                f"Policy({field}=...): the weight of {name!r} must be a finite number >= 0 (at most float32's "
+                f"3.4e38), not {weight!r:.40}."
+            )
+            raise OptionError(msg)
+        out[name] = number
+    return tuple(sorted(out.items()))
 
 
 @dataclasses.dataclass(frozen=True)

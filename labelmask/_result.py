@@ -210,13 +210,22 @@ class Provenance:
             self._aligned = align(*self._args)
         return self._aligned
 
-    def loss_weights(self, labels: list[int], weights: tuple[float, ...] | None) -> np.ndarray:
-        """``float32[n_tokens]``: each trained token's message weight (1.0 without weights), 0.0 elsewhere."""
+    def loss_weights(self, labels: list[int], weights: tuple[float, ...] | None, policy: Any) -> np.ndarray:
+        """``float32[n_tokens]``: each trained token's message weight (1.0 without weights) times its role's and
+        its part's weight under ``policy`` (see :class:`~labelmask.Policy`), 0.0 elsewhere."""
         trained = np.asarray(labels) != IGNORE_INDEX
-        if weights is None:
+        tables = policy._weight_tables
+        if weights is None and tables is None:
             return trained.astype(np.float32)
-        weight_of = np.append(np.asarray(weights, dtype=np.float32), np.float32(0))
-        return np.where(trained, weight_of[self.aligned.token_message], np.float32(0))
+        aligned = self.aligned
+        weight = np.ones(len(trained), dtype=np.float64)
+        if weights is not None:
+            weight = np.append(np.asarray(weights, dtype=np.float64), 0.0)[aligned.token_message]
+        if tables is not None:
+            role_w, part_w = tables
+            weight = weight * role_w[aligned.token_role.astype(np.int64) + 1] * part_w[aligned.token_part]
+        # One rounding to float32, of the product (Policy._check_weights refused a product over float32's range).
+        return np.where(trained, weight, 0.0).astype(np.float32)
 
 
 def array(out: MaskedConversation, key: str) -> np.ndarray:

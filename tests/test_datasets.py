@@ -222,6 +222,9 @@ def test_fingerprint_is_deterministic_and_follows_options(qwen3, plain):
         policy=labelmask.Policy(roles={"user", "assistant"})
     )
     assert fingerprint() != fingerprint(policy=labelmask.Policy(eot=False))
+    assert fingerprint(policy=labelmask.Policy(part_weights={"eot": 2.0})) != fingerprint(
+        policy=labelmask.Policy(part_weights={"eot": 3.0})
+    )
     assert fingerprint() != fingerprint(enable_thinking=False)
     assert fingerprint() != fingerprint(verify=True)
     assert fingerprint() != fingerprint(on_error="drop")

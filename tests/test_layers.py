@@ -43,6 +43,7 @@ ORDER = [
     "_datasets",
     "_preference",  # preference pairs (DPO, KTO): prompt and completions split where the model writes
     "_view",
+    "_train",  # the weighted loss and the trainer mixin (torch, transformers imported when used)
     "testing.strategies",
     "testing._checks",
     "testing",
