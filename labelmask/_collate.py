@@ -69,6 +69,10 @@ class Collator:
             ``attention_mask``, and the first label of each sequence ``-100`` so no
             loss crosses a boundary. Not with images (models such as Qwen2-VL
             compute their own position ids from the image grid): raises ``ValueError``.
+            transformers keeps the sequences' attention apart by reading ``position_ids``
+            only when the model runs without a KV cache, as ``Trainer`` and TRL run it
+            (``use_cache=False``); calling the model yourself, pass ``use_cache=False``
+            (or use flash attention), or the sequences attend to each other.
         return_tensors: ``"pt"`` (torch) or ``"np"``.
         return_loss_weights: Also return ``loss_weights`` (0.0 on padding), when the
             samples carry them. Off by default: a model's ``forward`` rejects unknown keys.

@@ -391,13 +391,13 @@ def test_misaligned_weights_are_refused_by_the_collator_and_the_loss(tokenizer):
 
 def test_a_packed_batch_gives_the_padded_batchs_weighted_loss(tokenizer):
     """Collator(packing=True): each sequence's first label is -100 and weighs 0.0, so no loss crosses a
-    boundary; with each sequence's own logits laid out packed, the loss is the hand-computed padded one."""
+    boundary; the model run on the packed row (without a cache, as the Trainer runs it: transformers
+    then reads the sequences from position_ids and keeps their attention apart) gives the padded loss."""
     model = tiny_model(tokenizer).eval()
     expected, _ = by_hand(model, tokenizer, WEIGHTED)
     packed = labelmask.Collator(tokenizer, policy=POLICY, return_loss_weights=True, packing=True)
     batch = packed([{"messages": m} for m in WEIGHTED])
     with torch.no_grad():
-        singles = [labelmask.mask_conversation(m, tokenizer, policy=POLICY, return_tensors="pt") for m in WEIGHTED]
-        logits = torch.cat([model(input_ids=s["input_ids"]).logits for s in singles], dim=1)
+        logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits
         got = labelmask.weighted_loss(logits, batch["labels"], batch["loss_weights"])
     assert got.item() == pytest.approx(expected, rel=1e-5)
