@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from labelmask._pipeline import check_options, check_template_kwargs, require_torch
+from labelmask._pipeline import ROW_KWARGS_COLUMN, check_options, check_template_kwargs, require_torch, with_row_kwargs
 from labelmask._policy import IGNORE_INDEX, Policy
 from labelmask._truncate import mask_with
 from labelmask._turns import turns_with
@@ -91,7 +91,8 @@ class Collator:
             rows than features (the trainer's batch size counts conversations); a conversation
             with no exchange raises :class:`~labelmask.NothingToTrainError`. ``None``: one
             sample per feature.
-        **template_kwargs: Passed to the template for raw conversations.
+        **template_kwargs: Passed to the template for raw conversations (a raw feature's
+            ``chat_template_kwargs``, TRL's per-row template arguments, go over them).
 
     Example:
         >>> collator = Collator(tokenizer)  # doctest: +SKIP
@@ -195,7 +196,7 @@ class Collator:
             feature[self.messages_key],
             self.processor,
             feature.get(self.tools_key),
-            self.options,
+            with_row_kwargs(self.options, self.processor, feature.get(ROW_KWARGS_COLUMN)),
             feature.get(self.images_key),
         )
         if not outs:
@@ -225,7 +226,7 @@ class Collator:
                 feature[self.messages_key],
                 self.processor,
                 feature.get(self.tools_key),
-                self.options,
+                with_row_kwargs(self.options, self.processor, feature.get(ROW_KWARGS_COLUMN)),
                 feature.get(self.images_key),
             )
             sample = {k: out[k] for k in out}

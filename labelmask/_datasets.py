@@ -27,7 +27,14 @@ from pathlib import Path
 from typing import Any
 
 from labelmask._formats import RowFormat, resolve_format
-from labelmask._pipeline import Options, check_on_error, check_options, check_template_kwargs
+from labelmask._pipeline import (
+    ROW_KWARGS_COLUMN,
+    Options,
+    check_on_error,
+    check_options,
+    check_template_kwargs,
+    with_row_kwargs,
+)
 from labelmask._policy import Policy
 from labelmask._registry import REGISTRY
 from labelmask._truncate import mask_with
@@ -158,6 +165,8 @@ def mask_dataset(
             ``"messages"`` format (``columns={"messages": ...}`` names it for any format).
         tools_column: The column of tool definitions, used when the dataset has it:
             a list of JSON schemas, a JSON string of one, or ``None`` per row.
+            A ``chat_template_kwargs`` column (TRL's) gives each row's template arguments,
+            over ``**template_kwargs``.
         format: ``None`` (detect from the columns), ``"messages"``, ``"sharegpt"``,
             ``"alpaca"`` or ``"prompt_completion"``.
         columns: Column names by role in the format, as LLaMA-Factory's
@@ -321,6 +330,7 @@ def mask_dataset(
         expand=expand,
         kept=tuple(kept) if expand else (),
         warn_drops=streaming,
+        kwargs_column=ROW_KWARGS_COLUMN if ROW_KWARGS_COLUMN in columns else None,
     )
     if streaming:
         return _mask_stream(dataset, masker, features, columns if expand else removed, batch_size), None
@@ -416,6 +426,7 @@ class _Masker:
     kept: tuple[str, ...] = ()  # expand="turns": source columns repeated on each exchange's row
     keep_loss_weights: bool = False
     warn_drops: bool = False  # a stream: no MaskStats counts the dropped rows, so warn at the first of each kind
+    kwargs_column: str | None = None  # TRL's per-row chat_template_kwargs, when the dataset has the column
     _warned: set[str] = dataclasses.field(default_factory=set, init=False, repr=False, compare=False)
 
     def __call__(self, batch: Mapping[str, list], indices: list[int]) -> dict[str, list]:
@@ -429,7 +440,9 @@ class _Masker:
         for k, row in enumerate(indices):
             try:
                 messages, tools = self.row_format.read({name: batch[name][k] for name in self.used})
-                results = self._mask(_clean_messages(messages), _clean_tools(tools))
+                row_kwargs = batch[self.kwargs_column][k] if self.kwargs_column else None
+                options = with_row_kwargs(self.options, self.processor, row_kwargs)
+                results = self._mask(_clean_messages(messages), _clean_tools(tools), options)
             except LabelmaskError as exc:
                 exc.args = (f"Row {row}: {exc.args[0] if exc.args else ''}", *exc.args[1:])
                 exc.row = row
@@ -467,10 +480,10 @@ class _Masker:
                     out[_ERROR].append(None)
         return out
 
-    def _mask(self, messages: Any, tools: Any) -> list[Any]:
+    def _mask(self, messages: Any, tools: Any, options: Options) -> list[Any]:
         if not self.expand:
-            return [mask_with(messages, self.processor, tools, self.options)]
-        results = turns_with(messages, self.processor, tools, self.options)
+            return [mask_with(messages, self.processor, tools, options)]
+        results = turns_with(messages, self.processor, tools, options)
         if not results:
             msg = (
                 "expand='turns' found no exchange (a user message followed by an assistant reply) in this "

@@ -77,6 +77,7 @@ __all__ = [
     "check_options",
     "check_processor",
     "check_template_kwargs",
+    "with_row_kwargs",
     "require_torch",
     "finish_step",
     "mask_one",
@@ -245,6 +246,30 @@ def check_template_kwargs(processor: Any, template_kwargs: Mapping[str, Any]) ->
             f"({hint}the template reads {', '.join(sorted(read)) or 'no variable'}). Passed on, it would be ignored."
         )
         raise OptionError(msg)
+
+
+ROW_KWARGS_COLUMN = "chat_template_kwargs"
+"""TRL's per-row template arguments (a dataset column, or a key of a collator's feature)."""
+
+
+def with_row_kwargs(options: Options, processor: Any, row_kwargs: Any) -> Options:
+    """``options`` with a row's ``chat_template_kwargs`` over the call's template arguments (checked as
+    those are: a name the template does not read is refused). ``None`` values, which Arrow fills in for
+    keys other rows set, count as absent."""
+    if row_kwargs is None:
+        return options
+    if not isinstance(row_kwargs, Mapping):
+        msg = f"{ROW_KWARGS_COLUMN} must be a mapping of template arguments, not {type(row_kwargs).__name__}."
+        raise ConversationError(msg)
+    row = {k: v for k, v in row_kwargs.items() if v is not None}
+    if not row:
+        return options
+    for key, why in _REFUSED_KWARGS.items():
+        if key in row:
+            raise ConversationError(f"{ROW_KWARGS_COLUMN} may not hold {key}: {why}.")
+    merged = {**options.template_kwargs, **row}
+    check_template_kwargs(processor, merged)
+    return dataclasses.replace(options, template_kwargs=merged)
 
 
 # What a function that masks many conversations does with one that raises a LabelmaskError; the same

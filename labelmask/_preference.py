@@ -38,12 +38,14 @@ from labelmask._datasets import (
 )
 from labelmask._encode import backend_of, encode
 from labelmask._pipeline import (
+    ROW_KWARGS_COLUMN,
     Options,
     check_on_error,
     check_options,
     check_template_kwargs,
     render_generation_prompt,
     require_torch,
+    with_row_kwargs,
 )
 from labelmask._policy import IGNORE_INDEX, Policy
 from labelmask._result import MaskedConversation, MaskReport
@@ -608,7 +610,8 @@ class PreferenceCollator:
                 "prompt, completion, label)."
             )
             raise FeatureError(msg)
-        out = preference_with(feature["prompt"], completions, self.processor, tools, self.options)
+        options = with_row_kwargs(self.options, self.processor, feature.get(ROW_KWARGS_COLUMN))
+        out = preference_with(feature["prompt"], completions, self.processor, tools, options)
         values = dict(out)
         if "completion" in completions:
             values["label"] = feature["label"]
@@ -813,7 +816,7 @@ def mask_preference_dataset(
     new["_labelmask_error_type"] = datasets.Value("string")
     new["_labelmask_error"] = datasets.Value("string")
     features = datasets.Features({**{c: dataset.features[c] for c in kept}, **new})
-    kwargs_column = "chat_template_kwargs" if "chat_template_kwargs" in columns else None
+    kwargs_column = ROW_KWARGS_COLUMN if ROW_KWARGS_COLUMN in columns else None
     masker = _PairMasker(
         processor,
         kind,
@@ -931,14 +934,8 @@ class _PairMasker:
         for k, row in enumerate(indices):
             try:
                 tools = _clean_tools(batch[self.tools_column][k]) if self.tools_column else None
-                options = self.options
                 row_kwargs = batch[self.kwargs_column][k] if self.kwargs_column else None
-                if row_kwargs:
-                    if not isinstance(row_kwargs, Mapping):
-                        raise ConversationError(f"chat_template_kwargs holds {row_kwargs!r:.40}, not a mapping.")
-                    merged = {**options.template_kwargs, **_without_none_values(row_kwargs)}
-                    check_template_kwargs(self.processor, merged)
-                    options = dataclasses.replace(options, template_kwargs=merged)
+                options = with_row_kwargs(self.options, self.processor, row_kwargs)
                 if self.kind == "implicit":
                     prompt, chosen, rejected = split_implicit(
                         _clean_messages(batch["chosen"][k]), _clean_messages(batch["rejected"][k])
@@ -987,11 +984,6 @@ class _PairMasker:
             out["_labelmask_error_type"].append(None)
             out["_labelmask_error"].append(None)
         return out
-
-
-def _without_none_values(mapping: Mapping[str, Any]) -> dict[str, Any]:
-    """A row's ``chat_template_kwargs`` without the keys Arrow filled with ``None`` (set in other rows)."""
-    return {k: v for k, v in mapping.items() if v is not None}
 
 
 def _trains_after_cut(result: MaskedPreference, name: str, max_length: int, mode: str) -> bool:

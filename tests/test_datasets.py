@@ -229,3 +229,27 @@ def test_fingerprint_is_deterministic_and_follows_options(qwen3, plain):
     assert fingerprint() != fingerprint(verify=True)
     assert fingerprint() != fingerprint(on_error="drop")
     assert fingerprint() != fingerprint(reading={"format": "sharegpt", "columns": {"messages": "messages"}})
+
+
+def test_a_rows_chat_template_kwargs_reach_its_template_in_mask_dataset_and_the_collator(tokenizers):
+    """TRL datasets carry template arguments per row in a chat_template_kwargs column; read, not dropped."""
+    from datasets import Dataset
+
+    tokenizer = tokenizers["qwen3"]
+    messages = [{"role": "user", "content": "2 + 2?"}, {"role": "assistant", "content": "4"}]
+    rows = [
+        {"messages": messages, "chat_template_kwargs": {"enable_thinking": False}},
+        {"messages": messages, "chat_template_kwargs": {}},
+    ]
+    masked, _ = labelmask.mask_dataset(Dataset.from_list(rows), tokenizer)
+    off = labelmask.mask_conversation(messages, tokenizer, enable_thinking=False)
+    on = labelmask.mask_conversation(messages, tokenizer)
+    assert list(off["labels"]) != list(on["labels"])  # the empty think block: header without thinking
+    assert masked[0]["labels"] == list(off["labels"]) and masked[1]["labels"] == list(on["labels"])
+    batch = labelmask.Collator(tokenizer, return_tensors="np")([rows[0]])
+    assert batch["labels"][0].tolist() == list(off["labels"])
+    bad = Dataset.from_list([{"messages": messages, "chat_template_kwargs": {"enable_thinkin": False}}])
+    with pytest.raises(labelmask.OptionError, match="enable_thinking"):
+        labelmask.mask_dataset(bad, tokenizer)
+    with pytest.raises(labelmask.ConversationError, match="add_generation_prompt"):
+        labelmask.Collator(tokenizer)([{"messages": messages, "chat_template_kwargs": {"add_generation_prompt": True}}])
