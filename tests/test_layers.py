@@ -44,6 +44,7 @@ ORDER = [
     "_view",
     "testing.strategies",
     "testing._checks",
+    "testing._append",  # the append-only check of a stock template (multi-turn RL)
     "testing",
     "cli",
     "__main__",
