@@ -432,12 +432,12 @@ def _check_label(check: Any) -> str:
 
 
 def _check(args: argparse.Namespace) -> int:
-    if args.append_only:
-        return _append_only(args)
     if "hypothesis" not in sys.modules and not os.environ.get("HYPOTHESIS_STORAGE_DIRECTORY"):
         # Hypothesis keeps a cache in ./.hypothesis by default; keep the user's folder clean.
         cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "labelmask" / "hypothesis"
         os.environ["HYPOTHESIS_STORAGE_DIRECTORY"] = str(cache)
+    if args.append_only:
+        return _append_only(args)
     try:
         from hypothesis import HealthCheck, Phase, find, given, seed, settings
         from hypothesis.errors import NoSuchExample

@@ -13,6 +13,8 @@ import importlib.util
 import json
 import os
 import re
+import subprocess
+import sys
 
 import pytest
 
@@ -283,6 +285,19 @@ def test_cli_append_only_verdicts_and_exit_status(capsys, folders, registry):
     # A registered template by name, over another tokenizer.
     status, out, _ = run(capsys, "check", folders["llama3"], "--append-only", "--examples", 10, "--template", "qwen3")
     assert status == 1 and "not append-only: template qwen3" in out
+
+
+def test_cli_append_only_as_a_process_leaves_the_folder_clean(folders, tmp_path):
+    """The exit status a shell sees; and Hypothesis' cache goes to the user's cache folder, not ./.hypothesis."""
+    env = {k: v for k, v in os.environ.items() if k != "HYPOTHESIS_STORAGE_DIRECTORY"}
+    env.update(PYTHONPATH=str(ROOT), XDG_CACHE_HOME=str(tmp_path / "cache"))
+    work = tmp_path / "work"
+    work.mkdir()
+    command = [sys.executable, "-m", "labelmask", "check", folders["qwen3"], "--append-only", "--examples", "5"]
+    done = subprocess.run(command, cwd=work, env=env, capture_output=True, text=True)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "not append-only: template qwen3" in done.stdout
+    assert list(work.iterdir()) == []
 
 
 def test_cli_append_only_input_errors_exit_2(capsys, folders, registry):
