@@ -4,6 +4,7 @@ Commands::
 
     labelmask show CONVERSATION TOKENIZER [--html FILE]   the tokens, coloured by role and trained / not
     labelmask check TOKENIZER [--template NAME_OR_FILE]    property checks of labelmask.testing, a verdict table
+    labelmask check TOKENIZER --append-only                 is the stock template append-only (multi-turn RL)?
     labelmask stats DATASET TOKENIZER [--json]             trained share per role over a JSONL dataset
     labelmask templates                                    the registered annotated templates
 
@@ -19,7 +20,8 @@ from the local Hugging Face cache; nothing is downloaded. ``-`` reads the rows f
 ``labelmask --version`` prints the version; ``stats --json`` prints one JSON object
 (keys in docs/cli.md). labelmask's warnings print once each as ``note:`` lines on stderr.
 
-Exit status: 0 on success; 1 when ``check`` finds an invariant that does not hold, or
+Exit status: 0 on success; 1 when ``check`` finds an invariant that does not hold (or, with
+``--append-only``, a conversation whose renders are not append-only), or
 ``stats --fail-on-refused`` saw a refused or skipped row; 2 for a bad argument or input
 (a missing path, a malformed file, a conversation labelmask refuses), with the reason on stderr.
 """
@@ -434,6 +436,8 @@ def _check(args: argparse.Namespace) -> int:
         # Hypothesis keeps a cache in ./.hypothesis by default; keep the user's folder clean.
         cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "labelmask" / "hypothesis"
         os.environ["HYPOTHESIS_STORAGE_DIRECTORY"] = str(cache)
+    if args.append_only:
+        return _append_only(args)
     try:
         from hypothesis import HealthCheck, Phase, find, given, seed, settings
         from hypothesis.errors import NoSuchExample
@@ -548,6 +552,47 @@ def _check(args: argparse.Namespace) -> int:
         return 1
     print(f"\nverdict: {'FAIL' if failed else 'all properties hold'}")
     return 1 if failed else 0
+
+
+def _append_only(args: argparse.Namespace) -> int:
+    """``check --append-only``: is the stock template append-only (labelmask.testing.check_append_only)?"""
+    try:
+        from labelmask.testing import check_append_only, conversations
+    except ImportError as e:
+        raise CliError("check needs hypothesis: pip install 'labelmask[test]' (or pip install hypothesis)") from e
+    from labelmask.errors import LabelmaskError
+
+    if args.eot is not None:
+        raise CliError("--eot checks the mask; --append-only checks the stock template alone: leave one out")
+    if args.examples < 1:
+        raise CliError(f"--examples {args.examples}: use a positive number")
+    processor = _load_processor(args.path)
+    if getattr(processor, "chat_template", None) is None:
+        raise CliError(f"{args.path}: the tokenizer has no chat_template to check")
+    name = _resolve_template(args.template, processor)
+    kwargs = _template_kwargs(args.kwarg, processor if name is None else None)
+    strategy = conversations(
+        tools=True,
+        tool_role=True,
+        reasoning=True,
+        alternate=args.alternate,
+        system=not args.no_system,
+        max_turns=args.max_turns,
+    )
+    started = time.perf_counter()
+    try:
+        result = check_append_only(processor, name, max_examples=args.examples, conversations=strategy, **kwargs)
+    except LabelmaskError as e:
+        raise CliError(f"{type(e).__name__}: {e}") from e
+    elapsed = time.perf_counter() - started
+    print(f"labelmask check {args.path} --append-only: {args.examples} drawn conversations, {elapsed:.1f} s")
+    print(result)
+    if result.skipped:
+        print(f"first refusal: {result.skip_reason}")
+    if result.append_only and not result.checked:
+        print("verdict: nothing checked (the template refused every drawn conversation; see the options)")
+        return 1
+    return 0 if result.append_only else 1
 
 
 # ---------------------------------------------------------------------------- stats
@@ -841,6 +886,13 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--alternate", action="store_true", help="strict user/assistant alternation (Gemma)")
     check.add_argument("--no-system", action="store_true", help="never draw a system prompt")
     check.add_argument("--max-turns", type=int, default=8, help="most user/assistant exchanges (default 8)")
+    check.add_argument(
+        "--append-only",
+        action="store_true",
+        help="instead: check that the stock template is append-only (multi-turn RL): each turn's prompt plus "
+        "reply stays a prefix of every later render, in text and token ids (tools, tool results and reasoning "
+        "drawn; exit status 1 when not)",
+    )
     common(check)
     check.set_defaults(run=_check)
 

@@ -46,6 +46,7 @@ ORDER = [
     "_train",  # the weighted loss and the trainer mixin (torch, transformers imported when used)
     "testing.strategies",
     "testing._checks",
+    "testing._append",  # the append-only check of a stock template (multi-turn RL)
     "testing",
     "cli",
     "__main__",

@@ -24,12 +24,15 @@ from typing import Any
 from labelmask._result import MaskedConversation
 from labelmask.errors import OptionError
 from labelmask.testing import strategies
+from labelmask.testing._append import AppendOnlyResult, check_append_only
 from labelmask.testing._checks import CHECKS, Expect, Sample, check_sample
 from labelmask.testing.strategies import conversations, texts, tool_calls
 
 __all__ = [
     "CHECKS",
+    "AppendOnlyResult",
     "Expect",
+    "check_append_only",
     "check_conversation",
     "check_template",
     "conversations",
