@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import assume, given, settings
+from hypothesis import assume, event, given, settings
 from hypothesis import strategies as st
 
 import labelmask
@@ -77,6 +77,7 @@ def test_prompt_plus_completion_is_the_stock_render_and_labels_are_the_completio
         # A reply that renders to nothing trainable (gpt-oss drops a tool-call reply's empty analysis): say so.
         assume(False)
     n_prompt = len(prompt)
+    event(f"split at the {pair.report.split}; {len(chosen) + len(rejected)} completion messages")
     prompt_ids = list(pair["prompt_input_ids"])
     generation = stock_ids(tokenizer, prompt, tools, kwargs, add_generation_prompt=True)
     matches = True
