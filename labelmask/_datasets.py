@@ -283,15 +283,7 @@ def mask_dataset(
     )
     columns = list(dataset.column_names)
     used = row_format.used(columns)
-    if remove_columns is True:
-        removed = columns
-    elif remove_columns is False:
-        removed = []
-    else:
-        removed = list(remove_columns)
-        unknown = [c for c in removed if c not in columns]
-        if unknown:
-            raise KeyError(f"remove_columns names columns the dataset lacks: {unknown}")
+    removed = removed_columns(columns, remove_columns)
     kept = [c for c in columns if c not in removed]
     written = _OUTPUT + _REPORT + (_NOT_RENDERED,) + (_PROVENANCE if keep_provenance else ())
     written += _WEIGHTS if keep_loss_weights else ()
@@ -367,11 +359,7 @@ def mask_dataset(
                 desc="labelmask: dropping failed rows",
             )
         masked = masked.remove_columns([_ERROR_TYPE, _ERROR])
-    not_rendered: dict[str, int] = {}
-    for entries in masked[_NOT_RENDERED]:
-        for entry in entries:
-            field = entry.partition(":")[2]
-            not_rendered[field] = not_rendered.get(field, 0) + 1
+    not_rendered = count_not_rendered(masked[_NOT_RENDERED])
     n_examples = len(masked)
     n_kept = len(dataset) - sum(dropped.values())
     if dropped and not n_kept:
@@ -392,6 +380,29 @@ def mask_dataset(
         n_examples=n_examples,
     )
     return masked, stats
+
+
+def removed_columns(columns: list[str], remove_columns: bool | list[str]) -> list[str]:
+    """The source columns ``remove_columns`` drops: all (``True``), none (``False``) or those listed."""
+    if remove_columns is True:
+        return list(columns)
+    if remove_columns is False:
+        return []
+    removed = list(remove_columns)
+    unknown = [c for c in removed if c not in columns]
+    if unknown:
+        raise KeyError(f"remove_columns names columns the dataset lacks: {unknown}")
+    return removed
+
+
+def count_not_rendered(rows: list[list[str]]) -> dict[str, int]:
+    """``{field: count}`` over the rows' ``not_rendered`` entries (``"<message>:<field>"``)."""
+    counts: dict[str, int] = {}
+    for entries in rows:
+        for entry in entries:
+            field = entry.partition(":")[2]
+            counts[field] = counts.get(field, 0) + 1
+    return counts
 
 
 def _is_ok(error_types: list[str | None]) -> list[bool]:

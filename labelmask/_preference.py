@@ -35,6 +35,8 @@ from labelmask._datasets import (
     _registered,
     _source_hash,
     _sync_registry,
+    count_not_rendered,
+    removed_columns,
 )
 from labelmask._encode import backend_of, encode
 from labelmask._pipeline import (
@@ -791,15 +793,7 @@ def mask_preference_dataset(
             "rejected (or chosen and rejected, the prompt implicit), or prompt, completion and label (unpaired)."
         )
         raise ConversationError(msg)
-    if remove_columns is True:
-        removed = columns
-    elif remove_columns is False:
-        removed = []
-    else:
-        removed = list(remove_columns)
-        unknown = [c for c in removed if c not in columns]
-        if unknown:
-            raise KeyError(f"remove_columns names columns the dataset lacks: {unknown}")
+    removed = removed_columns(columns, remove_columns)
     if kind == "unpaired" and "label" not in removed:
         removed.append("label")  # written again, as a bool
     names = _UNPAIRED if kind == "unpaired" else _PAIRED
@@ -875,11 +869,7 @@ def mask_preference_dataset(
         why = ", ".join(f"{n} {name}" for name, n in sorted(dropped.items()))
         msg = f"mask_preference_dataset dropped every row ({why}). The first error: {next(iter(first_error.values()))}"
         raise NothingToTrainError(msg)
-    not_rendered: dict[str, int] = {}
-    for entries in masked[_NOT_RENDERED]:
-        for entry in entries:
-            field = entry.partition(":")[2]
-            not_rendered[field] = not_rendered.get(field, 0) + 1
+    not_rendered = count_not_rendered(masked[_NOT_RENDERED])
     stats = PreferenceStats(
         n_rows=len(dataset),
         n_kept=len(masked),

@@ -63,18 +63,20 @@ def models(tokenizer):
     return policy, reference
 
 
-def train(tokenizer, dataset, collator, tmp_path):
+def train(tokenizer, dataset, collator, tmp_path, config=trl.DPOConfig, trainer_class=trl.DPOTrainer, **extra):
+    """Three logged steps of a preference trainer on one batch of every row; the logs, the policy as it
+    started and the reference."""
     policy, reference = models(tokenizer)
     start = copy.deepcopy(policy)
-    args = trl.DPOConfig(
+    args = config(
         output_dir=str(tmp_path),
-        per_device_train_batch_size=len(PAIRS),  # one batch: every pair
+        per_device_train_batch_size=len(dataset),  # one batch: every row
         remove_unused_columns=False,  # the collator reads labelmask's columns
         max_length=None,
-        beta=BETA,
+        **extra,
         **THREE_STEPS,
     )
-    trainer = trl.DPOTrainer(
+    trainer = trainer_class(
         model=policy,
         ref_model=reference,
         args=args,
@@ -116,7 +118,7 @@ def dpo_loss(rows, policy, reference):
 def test_dpo_trainer_loss_is_the_dpo_loss_over_exactly_the_labelled_positions(tokenizer, tmp_path):
     dataset, stats = labelmask.mask_preference_dataset(Dataset.from_list(PAIRS), tokenizer)
     assert stats.n_kept == len(PAIRS) and stats.n_prompt_mismatch == 0
-    logs, start, reference = train(tokenizer, dataset, labelmask.PreferenceCollator(tokenizer), tmp_path)
+    logs, start, reference = train(tokenizer, dataset, labelmask.PreferenceCollator(tokenizer), tmp_path, beta=BETA)
     loss, chosen_logps = dpo_loss(list(dataset), start, reference)
     assert logs[0]["loss"] == pytest.approx(loss, rel=1e-4)
     assert logs[0]["logps/chosen"] == pytest.approx(chosen_logps, rel=1e-4)
@@ -128,7 +130,7 @@ def test_trls_own_collator_scores_other_positions_so_the_check_can_fail(tokenize
     is not the hand computation over labelmask's positions."""
     dataset, _ = labelmask.mask_preference_dataset(Dataset.from_list(PAIRS), tokenizer)
     trl_collator = trl.trainer.dpo_trainer.DataCollatorForPreference(pad_token_id=tokenizer.pad_token_id)
-    logs, start, reference = train(tokenizer, dataset, trl_collator, tmp_path)
+    logs, start, reference = train(tokenizer, dataset, trl_collator, tmp_path, beta=BETA)
     loss, _ = dpo_loss(list(dataset), start, reference)
     assert logs[0]["loss"] != pytest.approx(loss, rel=1e-3)
 
@@ -141,25 +143,8 @@ def test_kto_trainer_scores_the_labelled_positions_of_unpaired_completions(token
         {"prompt": "2 + 2?", "completion": "5", "label": False},
     ]
     dataset, _ = labelmask.mask_preference_dataset(Dataset.from_list(rows), tokenizer)
-    policy, reference = models(tokenizer)
-    start = copy.deepcopy(policy)
-    args = trl.KTOConfig(
-        output_dir=str(tmp_path),
-        per_device_train_batch_size=len(rows),
-        remove_unused_columns=False,
-        max_length=None,
-        **THREE_STEPS,
-    )
-    trainer = trl.KTOTrainer(
-        model=policy,
-        ref_model=reference,
-        args=args,
-        train_dataset=dataset,
-        processing_class=tokenizer,
-        data_collator=labelmask.PreferenceCollator(tokenizer),
-    )
-    trainer.train()
-    logs = [entry for entry in trainer.state.log_history if "loss" in entry]
+    collator = labelmask.PreferenceCollator(tokenizer)
+    logs, start, _ = train(tokenizer, dataset, collator, tmp_path, config=trl.KTOConfig, trainer_class=trl.KTOTrainer)
     logps = {
         label: torch.stack(
             [

@@ -203,17 +203,7 @@ def test_a_plain_trainer_takes_mask_dataset_output_with_the_collator(tokenizer, 
     model = tiny_model(tokenizer)
     initial = copy.deepcopy(model).eval()
     expected, _ = loss_over_sequences(initial, [(row["input_ids"], row["labels"]) for row in train])
-    args = TrainingArguments(
-        output_dir=str(tmp_path),
-        per_device_train_batch_size=len(CONVERSATIONS),
-        max_steps=3,
-        logging_steps=1,
-        learning_rate=1e-3,
-        report_to="none",
-        use_cpu=True,
-        save_strategy="no",
-        seed=0,
-    )
+    args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=len(CONVERSATIONS), **THREE_STEPS)
     trainer = Trainer(model=model, args=args, train_dataset=train, data_collator=labelmask.Collator(tokenizer))
     trainer.train()
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
