@@ -401,3 +401,28 @@ def test_a_packed_batch_gives_the_padded_batchs_weighted_loss(tokenizer):
         logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits
         got = labelmask.weighted_loss(logits, batch["labels"], batch["loss_weights"])
     assert got.item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_evaluate_reports_the_weighted_mean_too(tokenizer, tmp_path):
+    """Trainer.evaluate runs the mixin's compute_loss through prediction_step (no num_items_in_batch
+    there): eval_loss is the same weighted mean over the batch's trained positions."""
+    from datasets import Dataset
+    from transformers import Trainer, TrainingArguments
+
+    class WeightedTrainer(labelmask.WeightedLoss, Trainer):
+        pass
+
+    raw = Dataset.from_list([{"messages": m} for m in WEIGHTED])
+    rows, _ = labelmask.mask_dataset(raw, tokenizer, policy=POLICY, keep_loss_weights=True)
+    model = tiny_model(tokenizer)
+    expected, unweighted = by_hand(copy.deepcopy(model).eval(), tokenizer, WEIGHTED)
+    assert expected != pytest.approx(unweighted, rel=1e-3)
+    args = TrainingArguments(
+        output_dir=str(tmp_path),
+        per_device_eval_batch_size=len(WEIGHTED),
+        remove_unused_columns=False,
+        **{k: v for k, v in THREE_STEPS.items() if k != "activation_checkpointing"},
+    )
+    collator = labelmask.Collator(tokenizer, return_loss_weights=True)
+    metrics = WeightedTrainer(model=model, args=args, eval_dataset=rows, data_collator=collator).evaluate()
+    assert metrics["eval_loss"] == pytest.approx(expected, rel=1e-4)
