@@ -343,10 +343,7 @@ def mask_dataset(
     dropped: dict[str, int] = {}
     first_error: dict[str, str] = {}
     if on_error == "drop":
-        for kind, message in zip(masked[_ERROR_TYPE], masked[_ERROR]):
-            if kind is not None:
-                dropped[kind] = dropped.get(kind, 0) + 1
-                first_error.setdefault(kind, message)
+        dropped, first_error = count_errors(masked[_ERROR_TYPE], masked[_ERROR])
         if dropped:
             masked = masked.filter(
                 _is_ok,
@@ -393,6 +390,17 @@ def removed_columns(columns: list[str], remove_columns: bool | list[str]) -> lis
     if unknown:
         raise KeyError(f"remove_columns names columns the dataset lacks: {unknown}")
     return removed
+
+
+def count_errors(kinds: list[str | None], messages: list[str | None]) -> tuple[dict[str, int], dict[str, str]]:
+    """``(dropped, first_error)``: rows per error class, and the first row's message of each."""
+    dropped: dict[str, int] = {}
+    first_error: dict[str, str] = {}
+    for kind, message in zip(kinds, messages):
+        if kind is not None:
+            dropped[kind] = dropped.get(kind, 0) + 1
+            first_error.setdefault(kind, message)
+    return dropped, first_error
 
 
 def count_not_rendered(rows: list[list[str]]) -> dict[str, int]:

@@ -262,6 +262,9 @@ def with_row_kwargs(options: Options, processor: Any, row_kwargs: Any) -> Option
         msg = f"{ROW_KWARGS_COLUMN} must be a mapping of template arguments, not {type(row_kwargs).__name__}."
         raise ConversationError(msg)
     row = {k: v for k, v in row_kwargs.items() if v is not None}
+    names = [k for k in row if not isinstance(k, str)]
+    if names:
+        raise ConversationError(f"{ROW_KWARGS_COLUMN} names template arguments with strings, not {names[0]!r:.40}.")
     if not row:
         return options
     for key, why in _REFUSED_KWARGS.items():

@@ -28,13 +28,17 @@ from typing import Any
 import numpy as np
 
 from labelmask._datasets import (
+    _ERROR,
+    _ERROR_TYPE,
     _clean_messages,
     _clean_tools,
     _hash,
+    _is_ok,
     _policy_key,
     _registered,
     _source_hash,
     _sync_registry,
+    count_errors,
     count_not_rendered,
     removed_columns,
 )
@@ -620,9 +624,12 @@ class PreferenceCollator:
         return values
 
     def _sequence(self, row: Mapping[str, Any], name: str, index: int) -> tuple[np.ndarray, np.ndarray]:
-        prompt = np.asarray(row["prompt_input_ids"], dtype=np.int64)
-        ids = np.asarray(row[f"{name}_input_ids"], dtype=np.int64)
-        labels = np.asarray(row[f"{name}_labels"], dtype=np.int64)
+        try:
+            prompt = np.asarray(row["prompt_input_ids"], dtype=np.int64)
+            ids = np.asarray(row[f"{name}_input_ids"], dtype=np.int64)
+            labels = np.asarray(row[f"{name}_labels"], dtype=np.int64)
+        except (TypeError, ValueError, OverflowError):
+            raise FeatureError(f"Feature {index}: its ids and {name}_labels must be lists of ints.") from None
         if ids.ndim != 1 or prompt.ndim != 1 or labels.shape != ids.shape:
             raise FeatureError(f"Feature {index}: {name}_labels must be as long as {name}_input_ids (flat lists).")
         trained = labels != IGNORE_INDEX
@@ -807,8 +814,8 @@ def mask_preference_dataset(
         new["label"] = datasets.Value("bool")
     new[_MISMATCH] = datasets.Value("bool")
     new[_NOT_RENDERED] = datasets.List(datasets.Value("string"))
-    new["_labelmask_error_type"] = datasets.Value("string")
-    new["_labelmask_error"] = datasets.Value("string")
+    new[_ERROR_TYPE] = datasets.Value("string")
+    new[_ERROR] = datasets.Value("string")
     features = datasets.Features({**{c: dataset.features[c] for c in kept}, **new})
     kwargs_column = ROW_KWARGS_COLUMN if ROW_KWARGS_COLUMN in columns else None
     masker = _PairMasker(
@@ -851,20 +858,15 @@ def mask_preference_dataset(
         new_fingerprint=fingerprint,
         desc="labelmask: masking pairs",
     )
-    dropped: dict[str, int] = {}
-    first_error: dict[str, str] = {}
-    for error_type, message in zip(masked["_labelmask_error_type"], masked["_labelmask_error"]):
-        if error_type is not None:
-            dropped[error_type] = dropped.get(error_type, 0) + 1
-            first_error.setdefault(error_type, message)
+    dropped, first_error = count_errors(masked[_ERROR_TYPE], masked[_ERROR])
     if dropped:
         masked = masked.filter(
-            lambda kinds: [k is None for k in kinds],
-            input_columns=["_labelmask_error_type"],
+            _is_ok,
+            input_columns=[_ERROR_TYPE],
             batched=True,
             new_fingerprint=_hash(fingerprint, "filter"),
         )
-    masked = masked.remove_columns(["_labelmask_error_type", "_labelmask_error"])
+    masked = masked.remove_columns([_ERROR_TYPE, _ERROR])
     if dropped and not len(masked):
         why = ", ".join(f"{n} {name}" for name, n in sorted(dropped.items()))
         msg = f"mask_preference_dataset dropped every row ({why}). The first error: {next(iter(first_error.values()))}"
@@ -919,8 +921,8 @@ class _PairMasker:
         out: dict[str, list] = {name: [] for name in (*names, _MISMATCH, _NOT_RENDERED)}
         if self.kind == "unpaired":
             out["label"] = []
-        out["_labelmask_error_type"] = []
-        out["_labelmask_error"] = []
+        out[_ERROR_TYPE] = []
+        out[_ERROR] = []
         for k, row in enumerate(indices):
             try:
                 tools = _clean_tools(batch[self.tools_column][k]) if self.tools_column else None
@@ -962,8 +964,8 @@ class _PairMasker:
                 out[_MISMATCH][-1] = False
                 if self.kind == "unpaired":
                     out["label"][-1] = False
-                out["_labelmask_error_type"][-1] = type(exc).__name__
-                out["_labelmask_error"][-1] = str(exc)
+                out[_ERROR_TYPE][-1] = type(exc).__name__
+                out[_ERROR][-1] = str(exc)
                 continue
             for name in names:
                 out[name].append(result[name])
@@ -971,8 +973,8 @@ class _PairMasker:
                 out["label"].append(label)
             out[_MISMATCH].append(result.report.prompt_matches_generation)
             out[_NOT_RENDERED].append([f"{m}:{field}" for m, field in result.report.not_rendered])
-            out["_labelmask_error_type"].append(None)
-            out["_labelmask_error"].append(None)
+            out[_ERROR_TYPE].append(None)
+            out[_ERROR].append(None)
         return out
 
 

@@ -251,5 +251,9 @@ def test_a_rows_chat_template_kwargs_reach_its_template_in_mask_dataset_and_the_
     bad = Dataset.from_list([{"messages": messages, "chat_template_kwargs": {"enable_thinkin": False}}])
     with pytest.raises(labelmask.OptionError, match="enable_thinking"):
         labelmask.mask_dataset(bad, tokenizer)
+    with pytest.raises(labelmask.ConversationError, match="strings"):
+        labelmask.Collator(tokenizer)([{"messages": messages, "chat_template_kwargs": {1: True}}])
+    with pytest.raises(labelmask.ConversationError, match="mapping"):
+        labelmask.Collator(tokenizer)([{"messages": messages, "chat_template_kwargs": [("enable_thinking", 1)]}])
     with pytest.raises(labelmask.ConversationError, match="add_generation_prompt"):
         labelmask.Collator(tokenizer)([{"messages": messages, "chat_template_kwargs": {"add_generation_prompt": True}}])

@@ -324,6 +324,9 @@ def test_collator_refuses_features_it_cannot_read(tokenizers):
     forged = {**pair, "chosen_labels": [7] * len(pair["chosen_labels"])}
     with pytest.raises(labelmask.FeatureError, match="not the ids"):
         collator([forged])
+    for junk in (["a", "b"], [[1, 2], [3]], [2**70]):
+        with pytest.raises(labelmask.FeatureError, match="lists of ints"):
+            collator([{**pair, "chosen_input_ids": junk}])
     with pytest.raises(labelmask.OptionError):
         labelmask.PreferenceCollator(tokenizers["llama3"], truncation_mode="left")
     unpaired = dict(labelmask.mask_unpaired(QUESTION, "4", tokenizers["llama3"], label=True))
